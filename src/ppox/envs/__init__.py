@@ -1,0 +1,83 @@
+"""Environments: one interface (``core``), adapters for gymnax and brax, and the registry.
+
+This package is the only place that knows the gymnax and brax APIs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+
+from ppox.config import ConfigError, PPOConfig
+from ppox.envs.core import Box, Discrete, Env, EnvSpec, TimeStep
+from ppox.envs.wrappers import EpisodeStats
+
+
+@functools.cache
+def gymnax_ids() -> tuple[str, ...]:
+    from ppox.envs.gymnax import gymnax_env_ids
+
+    return tuple(gymnax_env_ids())
+
+
+@functools.cache
+def brax_ids() -> tuple[str, ...]:
+    from ppox.envs.brax import brax_env_ids
+
+    return tuple(brax_env_ids())
+
+
+def env_ids() -> tuple[str, ...]:
+    """Every environment id ``make_env`` accepts."""
+    return gymnax_ids() + brax_ids()
+
+
+def check_env_id(env_id: str) -> None:
+    """Raises ``ConfigError`` (one line, listing the valid ids) for an unknown id."""
+    if env_id in env_ids():
+        return
+    close = difflib.get_close_matches(env_id, env_ids(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"unknown environment {env_id!r}{hint}; valid ids: {', '.join(env_ids())}")
+
+
+@functools.cache
+def _make(env_id: str, backend: str, episode_length: int, action_repeat: int) -> EpisodeStats:
+    if env_id.startswith("brax/"):
+        from ppox.envs.brax import make_brax
+
+        try:
+            inner: Env = make_brax(env_id, backend, episode_length, action_repeat)
+        except ValueError as err:  # brax: "Unsupported backend: spring."
+            raise ConfigError(
+                f"{env_id} cannot be built with backend={backend!r} ({err}); "
+                "choose another --backend, e.g. generalized") from None
+    else:
+        from ppox.envs.gymnax import make_gymnax
+
+        inner = make_gymnax(env_id)
+    return EpisodeStats(inner)
+
+
+def make_env(cfg: PPOConfig) -> EpisodeStats:
+    """The environment for ``cfg`` with in-jit episode statistics (cached per settings)."""
+    check_env_id(cfg.env_id)
+    if cfg.is_brax:
+        return _make(cfg.env_id, cfg.backend, cfg.episode_length, cfg.action_repeat)
+    return _make(cfg.env_id, "", 0, 1)
+
+
+__all__ = [
+    "Box",
+    "Discrete",
+    "Env",
+    "EnvSpec",
+    "EpisodeStats",
+    "TimeStep",
+    "brax_ids",
+    "check_env_id",
+    "env_ids",
+    "gymnax_ids",
+    "make_env",
+]

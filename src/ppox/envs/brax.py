@@ -1,0 +1,119 @@
+"""Adapter from brax environments to the ppox ``Env`` interface.
+
+brax's own training wrappers lose information a correct PPO needs: ``AutoResetWrapper``
+replaces the observation of the last step with the reset observation (and resets every
+episode to the *same* first state), and ``EpisodeWrapper`` folds the time limit into
+``done``. This adapter does the episode bookkeeping itself:
+
+* ``terminated`` is the base environment's ``done`` (a fall, an unhealthy state), latched
+  across action repeats; rewards after a termination inside a repeat are not counted.
+* ``truncated`` is the time limit: ``episode_length`` physics steps, as in brax
+  (``episode_length / action_repeat`` agent steps), and only when not terminated.
+* ``final_obs`` is the observation before the reset; the reset draws a fresh initial state
+  from the step key.
+
+Actions are in ``[-1, 1]`` for every brax environment: that is the range brax environments
+take (some rescale to their actuator range themselves, the others clip to it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from ppox.envs.core import Box, EnvSpec, TimeStep
+
+BRAX_PREFIX = "brax/"
+
+
+def brax_env_names() -> list[str]:
+    """Names of the environments registered in ``brax.envs`` (without the prefix)."""
+    from brax import envs
+
+    return sorted(name for name in envs._envs if name != "fast")
+
+
+def brax_env_ids() -> list[str]:
+    return [BRAX_PREFIX + name for name in brax_env_names()]
+
+
+@struct.dataclass
+class BraxEnvState:
+    """The brax pipeline state plus the physics steps taken in this episode."""
+
+    inner: Any  # brax.envs.base.State
+    steps: jax.Array  # [] int32
+
+
+@dataclass(frozen=True, eq=False)
+class BraxEnv:
+    """A brax environment as a ppox ``Env`` (see the module docstring for semantics)."""
+
+    spec: EnvSpec
+    env: Any  # brax.envs.base.Env
+    episode_length: int
+    action_repeat: int
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, BraxEnvState]:
+        inner = self.env.reset(key)
+        return inner.obs, BraxEnvState(inner=inner, steps=jnp.int32(0))
+
+    def _repeat(self, state: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array]:
+        """``action_repeat`` physics steps; returns (state, summed reward, terminated)."""
+
+        def one(carry: tuple[Any, jax.Array, jax.Array], _: None):
+            st, total, term = carry
+            nxt = self.env.step(st, action)
+            total = total + jnp.where(term, 0.0, nxt.reward)
+            return (nxt, total, term | (nxt.done > 0.5)), None
+
+        if self.action_repeat == 1:
+            nxt = self.env.step(state, action)
+            return nxt, jnp.asarray(nxt.reward, jnp.float32), nxt.done > 0.5
+        init = (state, jnp.float32(0.0), jnp.asarray(False))
+        (nxt, total, term), _ = jax.lax.scan(one, init, None, self.action_repeat)
+        return nxt, total, term
+
+    def step(self, key: jax.Array, state: BraxEnvState,
+             action: jax.Array) -> tuple[BraxEnvState, TimeStep]:
+        nxt, reward, terminated = self._repeat(state.inner, action)
+        steps = state.steps + self.action_repeat
+        truncated = (steps >= self.episode_length) & ~terminated
+        done = terminated | truncated
+        reset_obs, reset_state = self.reset(key)
+        stepped = BraxEnvState(inner=nxt, steps=steps)
+        new_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, stepped)
+        return new_state, TimeStep(
+            obs=jnp.where(done, reset_obs, nxt.obs),
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            final_obs=nxt.obs,
+            info={},
+        )
+
+
+def make_brax(env_id: str, backend: str = "spring", episode_length: int = 1000,
+              action_repeat: int = 1) -> BraxEnv:
+    """Builds ``brax/<name>`` with the given physics backend and time limit."""
+    from brax import envs
+
+    name = env_id.removeprefix(BRAX_PREFIX)
+    env = envs.get_environment(name, backend=backend)
+    obs_size = env.observation_size
+    if not isinstance(obs_size, int):
+        raise ValueError(f"{env_id}: dict observations are not supported")
+    spec = EnvSpec(
+        env_id=env_id,
+        obs_shape=(int(obs_size),),
+        action_space=Box(low=-np.ones(env.action_size, np.float32),
+                         high=np.ones(env.action_size, np.float32)),
+        max_episode_steps=-(-episode_length // action_repeat),
+    )
+    return BraxEnv(spec=spec, env=env, episode_length=episode_length,
+                   action_repeat=action_repeat)

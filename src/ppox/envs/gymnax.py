@@ -1,0 +1,86 @@
+"""Adapter from gymnax (>= 1.0) to the ppox ``Env`` interface.
+
+gymnax 1.0's ``step`` returns ``(obs, state, reward, terminated, truncated, info)`` with
+``info["final_observation"]`` holding the observation before the auto-reset. Observations
+are flattened to one float32 vector (MinAtar frames, bsuite grids); a discrete observation
+space (FrozenLake) is one-hot encoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppox.envs.core import Box, Discrete, EnvSpec, TimeStep
+
+# Ids that cannot run here: MNISTBandit downloads MNIST at import of its data.
+_EXCLUDED = {"MNISTBandit-bsuite"}
+
+
+def gymnax_env_ids() -> list[str]:
+    """Every gymnax id ppox supports (flat or flattenable observations, no downloads)."""
+    import gymnax
+
+    return [name for name in gymnax.registered_envs if name not in _EXCLUDED]
+
+
+@dataclass(frozen=True, eq=False)
+class GymnaxEnv:
+    """A gymnax environment with its default parameters, as a ppox ``Env``."""
+
+    spec: EnvSpec
+    env: Any
+    params: Any
+    obs_one_hot: int = 0  # > 0: the raw observation is an integer in [0, obs_one_hot)
+
+    def _obs(self, raw: jax.Array) -> jax.Array:
+        if self.obs_one_hot:
+            return jax.nn.one_hot(raw, self.obs_one_hot, dtype=jnp.float32).reshape(-1)
+        return jnp.asarray(raw, jnp.float32).reshape(-1)
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
+        obs, state = self.env.reset(key, self.params)
+        return self._obs(obs), state
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
+        obs, state, reward, terminated, truncated, info = self.env.step(
+            key, state, action, self.params)
+        return state, TimeStep(
+            obs=self._obs(obs),
+            reward=jnp.asarray(reward, jnp.float32),
+            terminated=jnp.asarray(terminated, bool),
+            truncated=jnp.asarray(truncated, bool),
+            final_obs=self._obs(info["final_observation"]),
+            info={},
+        )
+
+
+def make_gymnax(env_id: str) -> GymnaxEnv:
+    """Builds the adapter for a registered gymnax id (see ``gymnax_env_ids``)."""
+    import gymnax
+    from gymnax.environments import spaces
+
+    env, params = gymnax.make(env_id)
+    obs_space = env.observation_space(params)
+    one_hot = int(obs_space.n) if isinstance(obs_space, spaces.Discrete) else 0
+    obs_dim = one_hot or int(np.prod(obs_space.shape))
+    act = env.action_space(params)
+    if isinstance(act, spaces.Discrete):
+        action_space: Discrete | Box = Discrete(int(act.n))
+    else:
+        shape = tuple(act.shape)
+        action_space = Box(
+            low=np.broadcast_to(np.asarray(act.low, np.float32), shape).copy(),
+            high=np.broadcast_to(np.asarray(act.high, np.float32), shape).copy(),
+        )
+    spec = EnvSpec(
+        env_id=env_id,
+        obs_shape=(obs_dim,),
+        action_space=action_space,
+        max_episode_steps=int(params.max_steps_in_episode),
+    )
+    return GymnaxEnv(spec=spec, env=env, params=params, obs_one_hot=one_hot)
