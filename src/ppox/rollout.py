@@ -21,6 +21,7 @@ from jax import lax
 from ppox.envs.wrappers import EpisodeStats
 from ppox.networks import Params, Policy
 from ppox.normalize import RunningMeanStd
+from ppox.packing import pack, unpack
 
 
 @struct.dataclass
@@ -50,7 +51,10 @@ class Transition:
 
 @struct.dataclass
 class StepRecord:
-    """What the scan emits per step (``[B, ...]``; stacked to ``[T, B, ...]``)."""
+    """What one step contributes to the rollout (``[B, ...]``; ``[T, B, ...]`` stacked).
+
+    Inside the scan it is written as one packed float32 block (see ``ppox.packing``).
+    """
 
     obs: jax.Array  # raw observation acted on
     action: jax.Array
@@ -58,18 +62,34 @@ class StepRecord:
     reward: jax.Array
     terminated: jax.Array
     truncated: jax.Array
-    final_obs: jax.Array  # raw
-    episode_done: jax.Array
-    episode_return: jax.Array
-    episode_length: jax.Array
+    final_obs: jax.Array  # raw, before any reset
 
 
 @struct.dataclass
 class EnvCarry:
-    """Scan carry: the batched env state and the current raw observation ``[B, obs_dim]``."""
+    """The envs between steps: batched env state and current raw obs ``[B, obs_dim]``."""
 
     env_state: Any
     obs: jax.Array
+
+
+@struct.dataclass
+class EpisodeTotals:
+    """Sums over the episodes that ended during a rollout (scalars)."""
+
+    return_sum: jax.Array
+    length_sum: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def zeros(cls) -> EpisodeTotals:
+        return cls(jnp.float32(0.0), jnp.float32(0.0), jnp.float32(0.0))
+
+
+@struct.dataclass
+class RolloutCarry:
+    env: EnvCarry
+    episodes: EpisodeTotals
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,30 +107,48 @@ def normalize_obs(obs: jax.Array, stats: RunningMeanStd | None, clip: float) -> 
     return obs if stats is None else stats.normalize(obs, clip)
 
 
-def env_step(ctx: RolloutContext, carry: EnvCarry,
-             keys: jax.Array) -> tuple[EnvCarry, StepRecord]:
+def env_step(ctx: RolloutContext, carry: RolloutCarry,
+             keys: jax.Array) -> tuple[RolloutCarry, StepRecord]:
     """One step of all envs. ``keys: [B + 1]``: one for the action sample, B for the envs."""
-    dist = ctx.policy.dist(ctx.params, normalize_obs(carry.obs, ctx.obs_stats, ctx.obs_clip))
+    obs = carry.env.obs
+    dist = ctx.policy.dist(ctx.params, normalize_obs(obs, ctx.obs_stats, ctx.obs_clip))
     action = dist.sample(keys[0])
     log_prob = dist.log_prob(action)
     env_action = ctx.policy.env_action(action)
-    env_state, ts = jax.vmap(ctx.env.step)(keys[1:], carry.env_state, env_action)
-    record = StepRecord(
-        obs=carry.obs, action=action, log_prob=log_prob, reward=ts.reward,
-        terminated=ts.terminated, truncated=ts.truncated, final_obs=ts.final_obs,
-        episode_done=ts.info["episode_done"], episode_return=ts.info["episode_return"],
-        episode_length=ts.info["episode_length"],
+    env_state, ts = jax.vmap(ctx.env.step)(keys[1:], carry.env.env_state, env_action)
+    ep = carry.episodes
+    episodes = EpisodeTotals(
+        return_sum=ep.return_sum + jnp.sum(ts.info["episode_return"]),
+        length_sum=ep.length_sum + jnp.sum(ts.info["episode_length"]).astype(jnp.float32),
+        count=ep.count + jnp.sum(ts.info["episode_done"]).astype(jnp.float32),
     )
-    return EnvCarry(env_state=env_state, obs=ts.obs), record
+    record = StepRecord(
+        obs=obs, action=action, log_prob=log_prob, reward=ts.reward,
+        terminated=ts.terminated, truncated=ts.truncated, final_obs=ts.final_obs)
+    return RolloutCarry(EnvCarry(env_state=env_state, obs=ts.obs), episodes), record
 
 
-def collect(ctx: RolloutContext, carry: EnvCarry, key: jax.Array,
-            num_steps: int, unroll: int = 1) -> tuple[EnvCarry, StepRecord]:
-    """Runs ``num_steps`` steps; returns the final carry and the ``[T, B, ...]`` records."""
-    num_envs = carry.obs.shape[0]
+def _packed_step(ctx: RolloutContext, carry: RolloutCarry,
+                 keys: jax.Array) -> tuple[RolloutCarry, jax.Array]:
+    carry, record = env_step(ctx, carry, keys)
+    return carry, pack(record, batch_ndim=1)
+
+
+def collect(ctx: RolloutContext, env: EnvCarry, key: jax.Array, num_steps: int,
+            unroll: int = 1) -> tuple[EnvCarry, StepRecord, EpisodeTotals]:
+    """Runs ``num_steps`` steps of all envs.
+
+    Returns the envs after the last step, the ``[T, B, ...]`` records and the totals of the
+    episodes that ended during the rollout.
+    """
+    num_envs = env.obs.shape[0]
     keys = jax.random.split(key, num_steps * (num_envs + 1)).reshape(
         num_steps, num_envs + 1, *key.shape)
-    return lax.scan(lambda c, k: env_step(ctx, c, k), carry, keys, unroll=unroll)
+    init = RolloutCarry(env, EpisodeTotals.zeros())
+    template = jax.eval_shape(lambda c, k: env_step(ctx, c, k)[1], init, keys[0])
+    carry, packed = lax.scan(lambda c, k: _packed_step(ctx, c, k), init, keys,
+                             unroll=unroll)
+    return carry.env, unpack(packed, template, batch_ndim=1), carry.episodes
 
 
 def to_transition(ctx: RolloutContext, rec: StepRecord, reward: jax.Array) -> Transition:

@@ -25,15 +25,7 @@ from ppox.losses import explained_variance, gae
 from ppox.networks import Params, Policy, make_policy
 from ppox.normalize import RewardScaler, RunningMeanStd
 from ppox.rollout import EnvCarry, RolloutContext, collect, to_transition
-from ppox.update import (
-    Batch,
-    OptState,
-    UpdateContext,
-    flat_params,
-    flatten_time,
-    make_optimizer,
-    update,
-)
+from ppox.update import Batch, OptState, flatten_time, make_optimizer, update
 
 Metrics = dict[str, jax.Array]
 
@@ -95,7 +87,7 @@ def init(setup: Setup, hp: HParams, key: jax.Array) -> TrainState:
         key_env = jax.random.fold_in(key_env, lax.axis_index(setup.axis_name))
         key_next = jax.random.fold_in(key_next, lax.axis_index(setup.axis_name))
     params = setup.policy.init(key_params, hp.init_log_std)
-    opt_state = make_optimizer(setup.cfg, hp).init(flat_params(params)[0])
+    opt_state = make_optimizer(setup.cfg, hp).init(params)
     obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(key_env, setup.local_envs))
     return TrainState(
         params=params,
@@ -119,7 +111,7 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
     ctx = RolloutContext(
         env=setup.env, policy=setup.policy, params=state.params,
         obs_stats=state.obs_stats if cfg.normalize_obs else None, obs_clip=cfg.obs_clip)
-    env_carry, rec = collect(ctx, state.env, key_rollout, cfg.num_steps)
+    env_carry, rec, episodes = collect(ctx, state.env, key_rollout, cfg.num_steps)
 
     reward_scaler, reward = state.reward_scaler, rec.reward
     if cfg.normalize_reward:
@@ -132,10 +124,8 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
         obs=flatten_time(tr.obs), action=flatten_time(tr.action),
         log_prob=flatten_time(tr.log_prob), value=flatten_time(tr.value),
         advantages=flatten_time(advantages), returns=flatten_time(returns))
-    flat, unravel = flat_params(state.params)
-    uctx = UpdateContext(cfg=cfg, hp=hp, policy=setup.policy, batch=batch, unravel=unravel,
-                         axis_name=setup.axis_name)
-    opt, metrics = update(uctx, OptState(flat, state.opt_state), key_update)
+    opt, metrics = update(cfg, hp, setup.policy, batch, OptState(state.params, state.opt_state),
+                          key_update, setup.axis_name)
 
     obs_stats = state.obs_stats
     if cfg.normalize_obs:  # after the update: old and new log-probs used the same stats
@@ -143,16 +133,14 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
 
     metrics = {
         **metrics,
-        "episode_return_sum": _psum(jnp.sum(rec.episode_return), setup.axis_name),
-        "episode_length_sum": _psum(jnp.sum(rec.episode_length).astype(jnp.float32),
-                                    setup.axis_name),
-        "episode_count": _psum(jnp.sum(rec.episode_done).astype(jnp.float32),
-                               setup.axis_name),
+        "episode_return_sum": _psum(episodes.return_sum, setup.axis_name),
+        "episode_length_sum": _psum(episodes.length_sum, setup.axis_name),
+        "episode_count": _psum(episodes.count, setup.axis_name),
         "explained_variance": explained_variance(tr.value, returns),
         "learning_rate": learning_rate_at(cfg, hp, state.update_idx),
     }
     new_state = TrainState(
-        params=unravel(opt.params), opt_state=opt.opt_state, obs_stats=obs_stats,
+        params=opt.params, opt_state=opt.opt_state, obs_stats=obs_stats,
         reward_scaler=reward_scaler, env=env_carry, key=key,
         update_idx=state.update_idx + 1)
     return new_state, metrics

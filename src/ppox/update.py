@@ -6,7 +6,6 @@ gather), instead of materializing a fully permuted copy of the batch every epoch
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +14,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 from jax import lax
-from jax.flatten_util import ravel_pytree
 
 from ppox.config import HParams, PPOConfig
 from ppox.losses import normalize_advantages, ppo_clip_loss, value_loss
 from ppox.networks import Params, Policy
+from ppox.packing import pack, unpack
 
 
 @struct.dataclass
@@ -41,16 +40,18 @@ class Batch:
 
 @struct.dataclass
 class OptState:
-    """Parameters and optimizer state: the SGD scan carry.
+    """Parameters and optimizer state."""
 
-    ``params`` is one flat float32 vector during the update (``ravel_pytree``): Adam and
-    the global-norm clip then run as a few fused ops on one buffer instead of a few ops per
-    weight matrix, which is most of the cost of a small network's SGD step on CPU. The
-    optimizer state lives in the same flat layout between updates.
-    """
-
-    params: jax.Array
+    params: Params
     opt_state: Any
+
+
+@struct.dataclass
+class SGDCarry:
+    """The minibatch scan carry: optimizer state and running sums of the metrics."""
+
+    opt: OptState
+    metric_sums: dict[str, jax.Array]
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,8 +59,8 @@ class UpdateContext:
     cfg: PPOConfig
     hp: HParams
     policy: Policy
-    batch: Batch
-    unravel: Callable[[jax.Array], Params]  # flat vector -> parameter pytree
+    packed_batch: jax.Array  # [N, F]: the Batch rows packed (see ppox.packing)
+    template: Batch  # one row of the Batch, for unpacking
     axis_name: str | None = None  # set under data parallelism: gradients are pmean-ed
 
 
@@ -89,11 +90,10 @@ def make_optimizer(cfg: PPOConfig, hp: HParams) -> optax.GradientTransformation:
     )
 
 
-def ppo_loss(ctx: UpdateContext, flat_params: jax.Array, mb: Batch,
+def ppo_loss(ctx: UpdateContext, params: Params, mb: Batch,
              key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss ``pg + vf_coef * vf - ent_coef * entropy`` on one minibatch."""
     hp, cfg = ctx.hp, ctx.cfg
-    params = ctx.unravel(flat_params)
     dist = ctx.policy.dist(params, mb.obs)
     log_prob = dist.log_prob(mb.action)
     adv = normalize_advantages(mb.advantages) if cfg.normalize_advantages else mb.advantages
@@ -106,19 +106,21 @@ def ppo_loss(ctx: UpdateContext, flat_params: jax.Array, mb: Batch,
                    "approx_kl": approx_kl, "clip_frac": clip_frac}
 
 
-def sgd_step(ctx: UpdateContext, carry: OptState,
-             xs: tuple[jax.Array, jax.Array]) -> tuple[OptState, dict[str, jax.Array]]:
-    """One minibatch: gather rows ``idx``, gradient, (pmean), clip, Adam."""
+def sgd_step(ctx: UpdateContext, carry: SGDCarry,
+             xs: tuple[jax.Array, jax.Array]) -> tuple[SGDCarry, None]:
+    """One minibatch: gather rows ``idx`` (one gather), gradient, (pmean), clip, Adam."""
     idx, key = xs
-    mb = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), ctx.batch)
-    grads, metrics = jax.grad(ppo_loss, argnums=1, has_aux=True)(ctx, carry.params, mb, key)
+    mb = unpack(jnp.take(ctx.packed_batch, idx, axis=0), ctx.template, batch_ndim=1)
+    opt = carry.opt
+    grads, metrics = jax.grad(ppo_loss, argnums=1, has_aux=True)(ctx, opt.params, mb, key)
     if ctx.axis_name is not None:
         grads = lax.pmean(grads, ctx.axis_name)
     tx = make_optimizer(ctx.cfg, ctx.hp)
-    updates, opt_state = tx.update(grads, carry.opt_state, carry.params)
-    params = optax.apply_updates(carry.params, updates)
+    updates, opt_state = tx.update(grads, opt.opt_state, opt.params)
+    params = optax.apply_updates(opt.params, updates)
     metrics["grad_norm"] = optax.global_norm(grads)
-    return OptState(params, opt_state), metrics
+    sums = jax.tree.map(jnp.add, carry.metric_sums, metrics)
+    return SGDCarry(OptState(params, opt_state), sums), None
 
 
 def minibatch_indices(key: jax.Array, epochs: int, num_rows: int,
@@ -130,18 +132,24 @@ def minibatch_indices(key: jax.Array, epochs: int, num_rows: int,
     return perms.reshape(epochs * num_minibatches, num_rows // num_minibatches)
 
 
-def flat_params(params: Params) -> tuple[jax.Array, Callable[[jax.Array], Params]]:
-    """The parameter pytree as one float32 vector, and the inverse."""
-    return ravel_pytree(params)
+METRIC_NAMES = ("loss", "pg_loss", "v_loss", "entropy", "approx_kl", "clip_frac", "grad_norm")
 
 
-def update(ctx: UpdateContext, carry: OptState,
-           key: jax.Array) -> tuple[OptState, dict[str, jax.Array]]:
-    """All epochs and minibatches as one scan; returns metrics averaged over the steps."""
+def update(cfg: PPOConfig, hp: HParams, policy: Policy, batch: Batch, opt: OptState,
+           key: jax.Array, axis_name: str | None = None,
+           ) -> tuple[OptState, dict[str, jax.Array]]:
+    """All epochs and minibatches as one scan; returns metrics averaged over the steps.
+
+    ``batch`` rows: ``N`` (per device under data parallelism).
+    """
     key_perm, key_ent = jax.random.split(key)
-    cfg = ctx.cfg
-    idx = minibatch_indices(key_perm, cfg.update_epochs, ctx.batch.obs.shape[0],
-                            cfg.num_minibatches)
+    num_rows = batch.obs.shape[0]
+    idx = minibatch_indices(key_perm, cfg.update_epochs, num_rows, cfg.num_minibatches)
     ent_keys = jax.random.split(key_ent, idx.shape[0])
-    carry, metrics = lax.scan(lambda c, xs: sgd_step(ctx, c, xs), carry, (idx, ent_keys))
-    return carry, jax.tree.map(jnp.mean, metrics)
+    ctx = UpdateContext(cfg=cfg, hp=hp, policy=policy, packed_batch=pack(batch, 1),
+                        template=jax.tree.map(lambda x: x[:1], batch), axis_name=axis_name)
+    zeros = {name: jnp.float32(0.0) for name in METRIC_NAMES}
+    carry, _ = lax.scan(lambda c, xs: sgd_step(ctx, c, xs), SGDCarry(opt, zeros),
+                        (idx, ent_keys))
+    steps = idx.shape[0]
+    return carry.opt, {k: v / steps for k, v in carry.metric_sums.items()}

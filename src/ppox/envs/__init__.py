@@ -34,8 +34,12 @@ def env_ids() -> tuple[str, ...]:
 
 def check_env_id(env_id: str) -> None:
     """Raises ``ConfigError`` (one line, listing the valid ids) for an unknown id."""
-    if env_id in env_ids():
+    known = brax_ids() if env_id.startswith("brax/") else gymnax_ids()
+    if env_id in known:
         return
+    if env_id == "MNISTBandit-bsuite":
+        raise ConfigError("MNISTBandit-bsuite is not supported: it downloads MNIST at run "
+                          "time; choose another id (see `ppox envs`)")
     close = difflib.get_close_matches(env_id, env_ids(), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ConfigError(

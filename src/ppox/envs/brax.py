@@ -18,6 +18,8 @@ take (some rescale to their actuator range themselves, the others clip to it).
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +33,17 @@ from ppox.envs.core import Box, EnvSpec, TimeStep
 BRAX_PREFIX = "brax/"
 
 
+def brax_envs() -> Any:
+    """``brax.envs``, imported quietly (mujoco's mjx prints "Failed to import warp" to
+    stdout when the optional warp backend is absent, which it is on CPU)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        from brax import envs
+    return envs
+
+
 def brax_env_names() -> list[str]:
     """Names of the environments registered in ``brax.envs`` (without the prefix)."""
-    from brax import envs
-
-    return sorted(name for name in envs._envs if name != "fast")
+    return sorted(name for name in brax_envs()._envs if name != "fast")
 
 
 def brax_env_ids() -> list[str]:
@@ -101,10 +109,8 @@ class BraxEnv:
 def make_brax(env_id: str, backend: str = "spring", episode_length: int = 1000,
               action_repeat: int = 1) -> BraxEnv:
     """Builds ``brax/<name>`` with the given physics backend and time limit."""
-    from brax import envs
-
     name = env_id.removeprefix(BRAX_PREFIX)
-    env = envs.get_environment(name, backend=backend)
+    env = brax_envs().get_environment(name, backend=backend)
     obs_size = env.observation_size
     if not isinstance(obs_size, int):
         raise ValueError(f"{env_id}: dict observations are not supported")
@@ -117,3 +123,18 @@ def make_brax(env_id: str, backend: str = "spring", episode_length: int = 1000,
     )
     return BraxEnv(spec=spec, env=env, episode_length=episode_length,
                    action_repeat=action_repeat)
+
+
+def render_html(env: BraxEnv, states: Any, length: int) -> str:
+    """An HTML page (brax's viewer) of one episode.
+
+    ``states``: the wrapped env state of one env at every step, time-major, as kept by
+    ``ppox.evaluate`` (episode-statistics state around a ``BraxEnvState``); the first
+    ``length`` steps are drawn. The page loads the viewer's JavaScript from a CDN.
+    """
+    brax_envs()
+    from brax.io import html
+
+    pipeline = states.inner.inner.pipeline_state
+    frames = [jax.tree.map(lambda x, i=i: x[i], pipeline) for i in range(max(1, length))]
+    return html.render(env.env.sys.tree_replace({"opt.timestep": env.env.dt}), frames)

@@ -1,0 +1,96 @@
+"""Deterministic evaluation: run episodes with the policy's mode, in one jitted scan.
+
+``num_episodes`` environments run in parallel for up to ``max_episode_steps`` steps; each
+contributes the return of its first episode. Observation statistics from training are
+applied exactly as during training. For brax the pipeline states of the first episode can
+be kept for rendering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax import lax
+
+from ppox.config import PPOConfig
+from ppox.envs import make_env
+from ppox.envs.wrappers import EpisodeStats
+from ppox.networks import Params, Policy, make_policy
+from ppox.normalize import RunningMeanStd
+from ppox.rollout import normalize_obs
+
+
+@struct.dataclass
+class EvalCarry:
+    env_state: Any
+    obs: jax.Array  # [E, obs_dim]
+    alive: jax.Array  # [E] bool: still in the first episode
+    episode_return: jax.Array  # [E]
+    episode_length: jax.Array  # [E]
+
+
+@dataclass(frozen=True, eq=False)
+class EvalContext:
+    env: EpisodeStats
+    policy: Policy
+    params: Params
+    obs_stats: RunningMeanStd | None
+    obs_clip: float
+    deterministic: bool
+    keep_states: bool
+
+
+def eval_step(ctx: EvalContext, carry: EvalCarry, key: jax.Array) -> tuple[EvalCarry, Any]:
+    key_action, key_env = jax.random.split(key)
+    dist = ctx.policy.dist(ctx.params, normalize_obs(carry.obs, ctx.obs_stats, ctx.obs_clip))
+    raw = dist.mode() if ctx.deterministic else dist.sample(key_action)
+    keys = jax.random.split(key_env, carry.obs.shape[0])
+    env_state, ts = jax.vmap(ctx.env.step)(keys, carry.env_state, ctx.policy.env_action(raw))
+    alive = carry.alive
+    new = EvalCarry(
+        env_state=env_state,
+        obs=ts.obs,
+        alive=alive & ~ts.done,
+        episode_return=carry.episode_return + jnp.where(alive, ts.reward, 0.0),
+        episode_length=carry.episode_length + alive.astype(jnp.int32),
+    )
+    # The state *before* this step's auto-reset is what a renderer should draw: take env 0's
+    # state from the carry (the observation the policy acted on).
+    out = jax.tree.map(lambda x: x[0], carry.env_state) if ctx.keep_states else None
+    return new, out
+
+
+def make_evaluate(
+    cfg: PPOConfig, num_episodes: int | None = None, deterministic: bool = True,
+    keep_states: bool = False,
+) -> Callable[[jax.Array, Params, RunningMeanStd], tuple[jax.Array, jax.Array, Any]]:
+    """``evaluate(key, params, obs_stats) -> (returns [E], lengths [E], states)``.
+
+    ``states`` is the env state of episode 0 at every step (a pytree with a leading time
+    axis) when ``keep_states``, else None. Only steps ``< lengths[0]`` belong to the episode.
+    """
+    env = make_env(cfg)
+    policy = make_policy(cfg, env.spec)
+    num_episodes = num_episodes or cfg.num_eval_episodes
+    max_steps = env.spec.max_episode_steps
+
+    def evaluate(key: jax.Array, params: Params, obs_stats: RunningMeanStd):
+        key_reset, key_steps = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(key_reset, num_episodes))
+        ctx = EvalContext(env=env, policy=policy, params=params,
+                          obs_stats=obs_stats if cfg.normalize_obs else None,
+                          obs_clip=cfg.obs_clip, deterministic=deterministic,
+                          keep_states=keep_states)
+        carry = EvalCarry(env_state, obs, jnp.ones(num_episodes, bool),
+                          jnp.zeros(num_episodes, jnp.float32),
+                          jnp.zeros(num_episodes, jnp.int32))
+        carry, states = lax.scan(lambda c, k: eval_step(ctx, c, k), carry,
+                                 jax.random.split(key_steps, max_steps))
+        return carry.episode_return, carry.episode_length, states
+
+    return evaluate
