@@ -1,6 +1,7 @@
 """Peer baseline: rejax 0.1.3's PPO (pure JAX, gymnax envs), timed like ppox.
 
-Run with the rejax venv:  .venvs/peer-rejax/bin/python benchmarks/peers/run_rejax.py --env CartPole-v1
+Run with the rejax venv:
+  .venvs/peer-rejax/bin/python benchmarks/peers/run_rejax.py --env CartPole-v1
 Prints one JSON line on stdout (logs go to stderr).
 
 How the rejax PPO is set up here (read from rejax 0.1.3's installed source:
@@ -20,8 +21,8 @@ rejax/algos/ppo.py, algorithm.py, mixins.py, networks.py):
     customise it) by a no-op, so the timed program is training only.  rejax's own
     evaluation (``rejax.evaluate.evaluate``, 128 episodes, its stochastic ``make_act``
     policy) is run afterwards, untimed, and reported as ``eval_return``.
-  * The env (``gymnax.make(env)``) is wrapped in gymnax's ``LogWrapper`` (PureJaxRL's) so the training
-    returns can be read from the final env state: ``final_return`` is the mean over
+  * The env (``gymnax.make(env)``) is wrapped in gymnax's ``LogWrapper`` (PureJaxRL's)
+    so the training returns can be read from the final env state: ``final_return`` is the mean over
     envs of each env's last COMPLETED training episode return
     (``returned_episode_returns``), averaged over repeats.
   * PPO core matches PureJaxRL: GAE computed once per rollout, per-minibatch advantage
@@ -153,8 +154,8 @@ def main() -> None:
         train_returns.append(float(ret[done_once].mean()) if done_once.any() else float("nan"))
         # rejax's own evaluation (as its default eval_callback does), untimed.
         act = algo.make_act(ts)
-        lengths, returns = evaluate(act, jax.random.PRNGKey(10_000 + r), env, env_params,
-                                    args.eval_episodes, env_params.max_steps_in_episode)
+        _lengths, returns = evaluate(act, jax.random.PRNGKey(10_000 + r), env, env_params,
+                                     args.eval_episodes, env_params.max_steps_in_episode)
         eval_returns.append(float(np.mean(np.asarray(returns))))
         _common.log(f"[rejax] repeat {r}: {dt:.3f}s, {total / dt:,.0f} sps, "
                     f"train return {train_returns[-1]:.1f}, eval return {eval_returns[-1]:.1f}")

@@ -36,6 +36,7 @@ Settings SB3 cannot match exactly:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import _common
@@ -50,7 +51,6 @@ def main() -> None:
                    help="value clipping (clip_range_vf=clip_eps), default on")
     args = p.parse_args()
 
-    import gymnasium as gym
     import numpy as np
     import torch
     from stable_baselines3 import PPO
@@ -58,10 +58,8 @@ def main() -> None:
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     torch.set_num_threads(args.torch_threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set in this process
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
 
     E, T = args.num_envs, args.num_steps
     K, M = args.update_epochs, args.num_minibatches

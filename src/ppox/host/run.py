@@ -230,7 +230,7 @@ def train_runs(
         devices=device_count_for(num_runs), run_dir=run_dir,
     )
     if run_dir is not None:
-        if done == num_updates or checkpoint_every:
+        if ckpts.latest_step() != done:
             ckpts.save(done, state)
         ckpts.close()
         writer.close()
