@@ -1,5 +1,11 @@
 """ppox: end-to-end jit-compiled PPO in JAX."""
 
+from ppox._platform import use_unrolled_threefry_on_cpu
+
+use_unrolled_threefry_on_cpu()
+
+# ruff: noqa: E402
+
 from ppox.config import ConfigError, HParams, PPOConfig
 from ppox.trainer import (
     TrainState,

@@ -115,7 +115,8 @@ class PPOConfig:
             raise ConfigError(
                 f"num_minibatches={self.num_minibatches} does not divide the batch "
                 f"num_envs*num_steps={self.num_envs}*{self.num_steps}={self.batch_size}; "
-                f"choose a divisor of {self.batch_size}, e.g. {_divisor_near(self.batch_size, self.num_minibatches)}")
+                f"choose a divisor of {self.batch_size}, e.g. "
+                f"{_divisor_near(self.batch_size, self.num_minibatches)}")
         if self.total_timesteps < self.batch_size:
             raise ConfigError(
                 f"total_timesteps={self.total_timesteps} is smaller than one rollout "

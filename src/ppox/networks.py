@@ -2,7 +2,8 @@
 
 Initialization follows the common PPO implementations (CleanRL, PureJaxRL): orthogonal
 weights with gain sqrt(2) in hidden layers, 0.01 on the policy output and 1.0 on the value
-output, zero biases; a state-independent log-std vector for Gaussian policies.
+output, zero biases; a state-independent log-std vector for Gaussian policies. The
+orthogonal matrices come from ``ppox.initializers`` (no LAPACK call: see there why).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from ppox.config import ConfigError, PPOConfig
 from ppox.distributions import Categorical, Distribution, Gaussian, TanhGaussian
 from ppox.envs.core import Box, EnvSpec
+from ppox.initializers import orthogonal
 
 _ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -44,10 +46,10 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
         for width in self.hidden:
-            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)),
+            x = nn.Dense(width, kernel_init=orthogonal(math.sqrt(2.0)),
                          bias_init=nn.initializers.zeros)(x)
             x = act(x)
-        return nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_gain),
+        return nn.Dense(self.out_dim, kernel_init=orthogonal(self.out_gain),
                         bias_init=nn.initializers.zeros)(x)
 
 

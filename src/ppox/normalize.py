@@ -42,7 +42,8 @@ class RunningMeanStd:
         total = self.count + b_count
         delta = b_mean - self.mean
         mean = self.mean + delta * (b_count / total)
-        m2 = self.var * self.count + b_var * b_count + jnp.square(delta) * self.count * b_count / total
+        m2 = (self.var * self.count + b_var * b_count
+              + jnp.square(delta) * self.count * b_count / total)
         return RunningMeanStd(mean=mean, var=m2 / total, count=total)
 
     def normalize(self, x: jax.Array, clip: float | jax.Array = 10.0) -> jax.Array:

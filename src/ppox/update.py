@@ -1,7 +1,9 @@
 """The PPO update: ``update_epochs`` x ``num_minibatches`` SGD steps, all in ``lax.scan``.
 
-Minibatches are gathered per step from the flat batch with one index vector (a fused
-gather), instead of materializing a fully permuted copy of the batch every epoch.
+Per epoch the batch is shuffled with one gather (memory: one batch), advantages are
+normalized per minibatch for all minibatches at once, and the minibatches are packed into
+one ``[M, mb, F]`` array, so the sequential SGD loop does nothing but the gradient step.
+Diagnostics are computed once per update on the whole batch, not accumulated per step.
 """
 
 from __future__ import annotations
@@ -46,21 +48,12 @@ class OptState:
     opt_state: Any
 
 
-@struct.dataclass
-class SGDCarry:
-    """The minibatch scan carry: optimizer state and running sums of the metrics."""
-
-    opt: OptState
-    metric_sums: dict[str, jax.Array]
-
-
 @dataclass(frozen=True, eq=False)
 class UpdateContext:
     cfg: PPOConfig
     hp: HParams
     policy: Policy
-    packed_batch: jax.Array  # [N, F]: the Batch rows packed (see ppox.packing)
-    template: Batch  # one row of the Batch, for unpacking
+    template: Batch  # one row of the Batch, for unpacking packed minibatches
     axis_name: str | None = None  # set under data parallelism: gradients are pmean-ed
 
 
@@ -91,13 +84,18 @@ def make_optimizer(cfg: PPOConfig, hp: HParams) -> optax.GradientTransformation:
 
 
 def ppo_loss(ctx: UpdateContext, params: Params, mb: Batch,
-             key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total loss ``pg + vf_coef * vf - ent_coef * entropy`` on one minibatch."""
+             key: jax.Array | None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss ``pg + vf_coef * vf - ent_coef * entropy`` on one minibatch.
+
+    ``mb.advantages`` are used as given (normalize them before, see ``update``). The
+    auxiliary dict holds the loss parts and the PPO diagnostics; inside the SGD step only
+    the gradient is used, so XLA drops the diagnostics there.
+    """
     hp, cfg = ctx.hp, ctx.cfg
     dist = ctx.policy.dist(params, mb.obs)
     log_prob = dist.log_prob(mb.action)
-    adv = normalize_advantages(mb.advantages) if cfg.normalize_advantages else mb.advantages
-    pg_loss, (approx_kl, clip_frac) = ppo_clip_loss(log_prob, mb.log_prob, adv, hp.clip_eps)
+    pg_loss, (approx_kl, clip_frac) = ppo_clip_loss(log_prob, mb.log_prob, mb.advantages,
+                                                    hp.clip_eps)
     value = ctx.policy.value(params, mb.obs)
     v_loss = value_loss(value, mb.value, mb.returns, hp.vf_clip_eps, cfg.clip_value_loss)
     entropy = jnp.mean(dist.entropy(key))
@@ -106,50 +104,73 @@ def ppo_loss(ctx: UpdateContext, params: Params, mb: Batch,
                    "approx_kl": approx_kl, "clip_frac": clip_frac}
 
 
-def sgd_step(ctx: UpdateContext, carry: SGDCarry,
-             xs: tuple[jax.Array, jax.Array]) -> tuple[SGDCarry, None]:
-    """One minibatch: gather rows ``idx`` (one gather), gradient, (pmean), clip, Adam."""
-    idx, key = xs
-    mb = unpack(jnp.take(ctx.packed_batch, idx, axis=0), ctx.template, batch_ndim=1)
-    opt = carry.opt
-    grads, metrics = jax.grad(ppo_loss, argnums=1, has_aux=True)(ctx, opt.params, mb, key)
+def sgd_step(ctx: UpdateContext, opt: OptState,
+             xs: tuple[jax.Array, jax.Array | None]) -> tuple[OptState, None]:
+    """One minibatch (packed rows ``[mb, F]``): gradient, (pmean), clip, Adam."""
+    packed, key = xs
+    mb = unpack(packed, ctx.template, batch_ndim=1)
+    grads, _ = jax.grad(ppo_loss, argnums=1, has_aux=True)(ctx, opt.params, mb, key)
     if ctx.axis_name is not None:
         grads = lax.pmean(grads, ctx.axis_name)
     tx = make_optimizer(ctx.cfg, ctx.hp)
     updates, opt_state = tx.update(grads, opt.opt_state, opt.params)
-    params = optax.apply_updates(opt.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
-    sums = jax.tree.map(jnp.add, carry.metric_sums, metrics)
-    return SGDCarry(OptState(params, opt_state), sums), None
+    return OptState(optax.apply_updates(opt.params, updates), opt_state), None
 
 
-def minibatch_indices(key: jax.Array, epochs: int, num_rows: int,
-                      num_minibatches: int) -> jax.Array:
-    """``[epochs * num_minibatches, num_rows // num_minibatches]`` row indices: a fresh
-    permutation of the rows per epoch, split into minibatches."""
-    keys = jax.random.split(key, epochs)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, num_rows))(keys)
-    return perms.reshape(epochs * num_minibatches, num_rows // num_minibatches)
+def permutations(key: jax.Array, epochs: int, num_rows: int) -> jax.Array:
+    """``[epochs, num_rows] int32``: an independent uniform permutation of the rows per epoch
+    (one sort of random 32-bit keys per epoch; ties, p ~ N^2 / 2^33, keep index order)."""
+    bits = jax.random.bits(key, (epochs, num_rows), jnp.uint32)
+    rows = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.int32), (epochs, num_rows))
+    return lax.sort_key_val(bits, rows, dimension=1)[1]
 
 
-METRIC_NAMES = ("loss", "pg_loss", "v_loss", "entropy", "approx_kl", "clip_frac", "grad_norm")
+def shuffle_epoch(cfg: PPOConfig, batch: Batch, perm: jax.Array) -> jax.Array:
+    """One epoch's minibatches, packed: ``[num_minibatches, minibatch_size, F]``.
+
+    A single gather per epoch (memory: one batch), then advantages are normalized per
+    minibatch, vectorized over all minibatches at once (outside the sequential SGD loop).
+    """
+    shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0), batch)
+    mbs = jax.tree.map(lambda x: x.reshape(cfg.num_minibatches, -1, *x.shape[1:]), shuffled)
+    if cfg.normalize_advantages:
+        mbs = mbs.replace(advantages=jax.vmap(normalize_advantages)(mbs.advantages))
+    return pack(mbs, batch_ndim=2)
+
+
+def sgd_epoch(ctx: UpdateContext, batch: Batch, opt: OptState,
+              xs: tuple[jax.Array, jax.Array | None]) -> tuple[OptState, None]:
+    perm, keys = xs
+    packed = shuffle_epoch(ctx.cfg, batch, perm)
+    opt, _ = lax.scan(lambda o, x: sgd_step(ctx, o, x), opt, (packed, keys))
+    return opt, None
 
 
 def update(cfg: PPOConfig, hp: HParams, policy: Policy, batch: Batch, opt: OptState,
            key: jax.Array, axis_name: str | None = None,
            ) -> tuple[OptState, dict[str, jax.Array]]:
-    """All epochs and minibatches as one scan; returns metrics averaged over the steps.
+    """``update_epochs`` passes of minibatch SGD over ``batch`` (``N`` rows, per device
+    under data parallelism).
 
-    ``batch`` rows: ``N`` (per device under data parallelism).
+    Returns the new optimizer state and diagnostics computed once, after the last step, on
+    the whole batch with the updated parameters (advantages normalized over the batch):
+    the loss parts, ``approx_kl`` and ``clip_frac`` of the new policy against the behaviour
+    policy, and ``update_norm`` = ||new params - old params||.
     """
-    key_perm, key_ent = jax.random.split(key)
-    num_rows = batch.obs.shape[0]
-    idx = minibatch_indices(key_perm, cfg.update_epochs, num_rows, cfg.num_minibatches)
-    ent_keys = jax.random.split(key_ent, idx.shape[0])
-    ctx = UpdateContext(cfg=cfg, hp=hp, policy=policy, packed_batch=pack(batch, 1),
+    key_perm, key_ent, key_diag = jax.random.split(key, 3)
+    perms = permutations(key_perm, cfg.update_epochs, batch.obs.shape[0])
+    ent_keys = None
+    if policy.kind == "tanh_gaussian":  # only its entropy estimate needs a key
+        ent_keys = jax.random.split(key_ent, cfg.update_epochs * cfg.num_minibatches).reshape(
+            cfg.update_epochs, cfg.num_minibatches, *key_ent.shape)
+    ctx = UpdateContext(cfg=cfg, hp=hp, policy=policy,
                         template=jax.tree.map(lambda x: x[:1], batch), axis_name=axis_name)
-    zeros = {name: jnp.float32(0.0) for name in METRIC_NAMES}
-    carry, _ = lax.scan(lambda c, xs: sgd_step(ctx, c, xs), SGDCarry(opt, zeros),
-                        (idx, ent_keys))
-    steps = idx.shape[0]
-    return carry.opt, {k: v / steps for k, v in carry.metric_sums.items()}
+    new, _ = lax.scan(lambda o, xs: sgd_epoch(ctx, batch, o, xs), opt, (perms, ent_keys))
+    diag_batch = batch
+    if cfg.normalize_advantages:
+        diag_batch = batch.replace(advantages=normalize_advantages(batch.advantages))
+    _, metrics = ppo_loss(ctx, new.params, diag_batch,
+                          key_diag if policy.kind == "tanh_gaussian" else None)
+    delta = jax.tree.map(jnp.subtract, new.params, opt.params)
+    metrics["update_norm"] = optax.global_norm(delta)
+    return new, metrics

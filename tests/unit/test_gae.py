@@ -14,10 +14,7 @@ def gae_reference(reward, value, bootstrap, terminated, truncated, gamma, lam):
     for b in range(B):
         running = 0.0
         for t in reversed(range(T)):
-            if terminated[t, b]:
-                next_v = 0.0
-            else:
-                next_v = bootstrap[t, b]
+            next_v = 0.0 if terminated[t, b] else bootstrap[t, b]
             delta = reward[t, b] + gamma * next_v - value[t, b]
             if terminated[t, b] or truncated[t, b]:
                 running = delta  # the episode ends here: nothing flows back from t+1

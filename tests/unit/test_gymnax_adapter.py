@@ -20,7 +20,7 @@ def test_adapter_matches_gymnax_step_for_several_steps(env_id):
     obs_b, st_b = env.reset(key, params)
     np.testing.assert_array_equal(np.asarray(obs_a), np.asarray(ours._obs(obs_b)))
     space = env.action_space(params)
-    for t in range(12):
+    for _ in range(12):
         key, k_act, k_step = jax.random.split(key, 3)
         action = space.sample(k_act)
         st_a, ts = ours.step(k_step, st_a, action)
@@ -36,7 +36,7 @@ def test_adapter_matches_gymnax_step_for_several_steps(env_id):
 
 def test_cartpole_truncates_at_500_with_final_obs_before_reset():
     ours = EpisodeStats(make_gymnax("CartPole-v1"))
-    obs, state = ours.reset(jax.random.PRNGKey(0))
+    _, state = ours.reset(jax.random.PRNGKey(0))
     # put the pole upright with no velocity, one step before the time limit: pushing left
     # and right alternately keeps it alive, and the next step hits the 500-step limit
     inner = state.inner.replace(time=499, x=0.0, x_dot=0.0, theta=0.0, theta_dot=0.0)
@@ -59,10 +59,8 @@ def test_every_listed_gymnax_env_builds_and_steps():
         env = make_gymnax(env_id)
         obs, state = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
         assert obs.shape == env.spec.obs_shape, env_id
-        if env.spec.is_discrete:
-            action = jnp.int32(0)
-        else:
-            action = jnp.zeros(env.spec.action_space.shape)
+        shape = () if env.spec.is_discrete else env.spec.action_space.shape
+        action = jnp.zeros(shape, jnp.int32 if env.spec.is_discrete else jnp.float32)
         _, ts = jax.eval_shape(env.step, jax.random.PRNGKey(1), state, action)
         assert ts.obs.shape == env.spec.obs_shape, env_id
         assert ts.final_obs.shape == env.spec.obs_shape, env_id

@@ -1,0 +1,75 @@
+"""The brax adapter: time limits truncate, falls terminate, final_obs is pre-reset."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppox.config import ConfigError, PPOConfig
+from ppox.envs import make_env
+from ppox.envs.brax import brax_envs, make_brax
+
+
+def _run(env, actions, key=0):
+    step = jax.jit(env.step)
+    _, state = jax.jit(env.reset)(jax.random.PRNGKey(key))
+    out = []
+    for t, a in enumerate(actions):
+        state, ts = step(jax.random.PRNGKey(1000 + t), state, a)
+        out.append(ts)
+    return out
+
+
+def test_time_limit_truncates_with_pre_reset_final_obs():
+    env = make_brax("brax/inverted_pendulum", "spring", episode_length=12)
+    base = brax_envs().get_environment("inverted_pendulum", backend="spring")
+    actions = [jnp.zeros(1)] * 13
+    steps = _run(env, actions)
+    flags = [(bool(ts.terminated), bool(ts.truncated)) for ts in steps]
+    assert flags[:11] == [(False, False)] * 11
+    assert flags[11] == (False, True)  # the 12th step hits the limit: truncated, not terminated
+    # final_obs is what brax itself reaches after 12 steps from the same initial state
+    state = jax.jit(base.reset)(jax.random.PRNGKey(0))
+    for _ in range(12):
+        state = jax.jit(base.step)(state, jnp.zeros(1))
+    np.testing.assert_allclose(np.asarray(steps[11].final_obs), np.asarray(state.obs), atol=1e-5)
+    # ... while obs is a fresh initial state (tiny random q, qd around 0)
+    assert not np.allclose(np.asarray(steps[11].obs), np.asarray(steps[11].final_obs))
+    assert np.abs(np.asarray(steps[11].obs)).max() <= 0.011
+    # and the next step starts a new episode (no truncation right away)
+    assert flags[12] == (False, False)
+
+
+def test_fall_terminates_not_truncates():
+    env = make_brax("brax/hopper", "spring", episode_length=1000)
+    steps = _run(env, [jnp.ones(3)] * 60)
+    ends = [(t, bool(ts.terminated), bool(ts.truncated)) for t, ts in enumerate(steps)
+            if ts.terminated or ts.truncated]
+    assert ends, "hopper pushed with full torque falls within 60 steps"
+    t, term, trunc = ends[0]
+    assert term and not trunc
+    # the final observation is the unhealthy one, the new obs a reset
+    assert not np.allclose(np.asarray(steps[t].final_obs), np.asarray(steps[t].obs))
+
+
+def test_action_repeat_sums_rewards_and_counts_physics_steps():
+    env = make_brax("brax/inverted_pendulum", "spring", episode_length=12, action_repeat=3)
+    assert env.spec.max_episode_steps == 4
+    steps = _run(env, [jnp.zeros(1)] * 4)
+    assert [bool(ts.truncated) for ts in steps] == [False, False, False, True]
+    # inverted_pendulum pays 1 per physics step while upright
+    assert float(steps[0].reward) == pytest.approx(3.0)
+
+
+def test_episode_stats_wrapper_on_brax():
+    env = make_env(PPOConfig(env_id="brax/inverted_pendulum", episode_length=5))
+    steps = _run(env, [jnp.zeros(1)] * 5)
+    last = steps[-1]
+    assert bool(last.info["episode_done"])
+    assert float(last.info["episode_return"]) == pytest.approx(5.0)
+    assert int(last.info["episode_length"]) == 5
+
+
+def test_unsupported_backend_is_a_config_error():
+    with pytest.raises(ConfigError, match="cannot be built with backend='spring'"):
+        make_env(PPOConfig(env_id="brax/swimmer", backend="spring"))
