@@ -4,3 +4,6 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# `ppox` (cli.main) exposes every CPU core as an XLA device unless told otherwise; tests run
+# on one device, and the multi-device tests start their own subprocesses with XLA_FLAGS.
+os.environ.setdefault("PPOX_CPU_DEVICES", "1")

@@ -20,17 +20,19 @@ ENV_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
          "num_minibatches": 8, "normalize_obs": True, "normalize_reward": True},
         {"learning_rate": 1e-3, "gamma": 0.95, "ent_coef": 0.0, "init_log_std": -0.5},
     ),
+    # Tuned on this 2-core CPU: deterministic eval return 989-999 (max 1000) for seeds 0-3
+    # at 1M steps (~20 s of training); gamma 0.97 (brax's choice) stalled at 800-900.
     "brax/inverted_pendulum": (
-        {"num_envs": 64, "num_steps": 32, "total_timesteps": 300_000, "update_epochs": 4,
+        {"num_envs": 64, "num_steps": 32, "total_timesteps": 1_000_000, "update_epochs": 4,
          "num_minibatches": 4, "policy": "tanh_gaussian", "normalize_obs": True,
          "normalize_reward": True},
-        {"learning_rate": 1e-3, "gamma": 0.97, "ent_coef": 0.0},
+        {"learning_rate": 1e-3, "gamma": 0.99, "ent_coef": 0.0},
     ),
     "brax/inverted_double_pendulum": (
         {"num_envs": 128, "num_steps": 32, "total_timesteps": 2_000_000, "update_epochs": 4,
          "num_minibatches": 4, "policy": "tanh_gaussian", "normalize_obs": True,
          "normalize_reward": True},
-        {"learning_rate": 1e-3, "gamma": 0.97, "ent_coef": 0.0},
+        {"learning_rate": 1e-3, "gamma": 0.99, "ent_coef": 0.0},
     ),
     "brax/halfcheetah": (
         {"num_envs": 256, "num_steps": 32, "total_timesteps": 10_000_000, "update_epochs": 4,

@@ -30,8 +30,9 @@ def test_time_limit_truncates_with_pre_reset_final_obs():
     assert flags[11] == (False, True)  # the 12th step hits the limit: truncated, not terminated
     # final_obs is what brax itself reaches after 12 steps from the same initial state
     state = jax.jit(base.reset)(jax.random.PRNGKey(0))
+    base_step = jax.jit(base.step)
     for _ in range(12):
-        state = jax.jit(base.step)(state, jnp.zeros(1))
+        state = base_step(state, jnp.zeros(1))
     np.testing.assert_allclose(np.asarray(steps[11].final_obs), np.asarray(state.obs), atol=1e-5)
     # ... while obs is a fresh initial state (tiny random q, qd around 0)
     assert not np.allclose(np.asarray(steps[11].obs), np.asarray(steps[11].final_obs))
