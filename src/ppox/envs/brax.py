@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +34,19 @@ from ppox.envs.core import Box, EnvSpec, TimeStep
 BRAX_PREFIX = "brax/"
 
 
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silences what brax/mujoco print on import and env construction: mjx prints "Failed
+    to import warp" to stdout (the optional warp backend is absent on CPU) and brax warns
+    that its pipelines are unmaintained on every environment it builds."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Brax System", category=UserWarning)
+        yield
+
+
 def brax_envs() -> Any:
-    """``brax.envs``, imported quietly (mujoco's mjx prints "Failed to import warp" to
-    stdout when the optional warp backend is absent, which it is on CPU)."""
-    with contextlib.redirect_stdout(io.StringIO()):
+    """``brax.envs``, imported quietly."""
+    with _quiet():
         from brax import envs
     return envs
 
@@ -110,7 +120,8 @@ def make_brax(env_id: str, backend: str = "spring", episode_length: int = 1000,
               action_repeat: int = 1) -> BraxEnv:
     """Builds ``brax/<name>`` with the given physics backend and time limit."""
     name = env_id.removeprefix(BRAX_PREFIX)
-    env = brax_envs().get_environment(name, backend=backend)
+    with _quiet():
+        env = brax_envs().get_environment(name, backend=backend)
     obs_size = env.observation_size
     if not isinstance(obs_size, int):
         raise ValueError(f"{env_id}: dict observations are not supported")
