@@ -89,6 +89,9 @@ def _run_fields(env: str, config: Path | None, seed: int, num_seeds: int) -> lis
         ("resume", A[bool, arg(help="continue the run in --run-dir from its last checkpoint")],
          dataclasses.field(default=False)),
         ("quiet", A[bool, arg(help="no progress lines")], dataclasses.field(default=False)),
+        ("data_parallel", A[bool, arg(help="split one run's envs across every local device "
+                                           "(pays off for expensive envs, e.g. brax)")],
+         dataclasses.field(default=False)),
     ]
 
 
@@ -172,12 +175,15 @@ def cmd_train(argv: Sequence[str]) -> int:
     if args.resume and args.run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
     seeds = [args.seed + i for i in range(args.num_seeds)]
+    if args.data_parallel and args.num_seeds != 1:
+        raise ConfigError("--data-parallel splits one run across devices; use --num-seeds 1")
     print(f"training {cfg.env_id}: {args.num_seeds} seed(s), {cfg.num_updates} updates of "
           f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {run_dir}", flush=True)
     result = train_runs(cfg, [hp] * len(seeds), seeds, run_dir=run_dir,
                         progress_chunks=args.progress_chunks,
                         checkpoint_every=args.checkpoint_every, resume=args.resume,
-                        reporter=None if args.quiet else print_reporter())
+                        reporter=None if args.quiet else print_reporter(),
+                        data_parallel=args.data_parallel)
     for line in summary_lines(result):
         print(line, flush=True)
     return 0

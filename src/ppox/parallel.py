@@ -55,3 +55,33 @@ def shard_batch(tree: Any, batch: int) -> Any:
     mesh = Mesh(np.array(jax.local_devices()[:n_dev]), (AXIS,))
     return jax.device_put(tree, NamedSharding(mesh, P(AXIS)))
 
+
+
+DATA_AXIS = "data"
+
+
+def data_parallel_jit(fn: Callable[..., Any], num_shards: int, num_replicated: int,
+                      donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
+    """One run split across ``num_shards`` devices (data parallelism).
+
+    ``fn(local, *replicated)`` sees its device's slice of the first argument without the
+    device axis, and calls collectives over ``DATA_AXIS``. The first argument and every
+    output carry a leading device axis ``[num_shards, ...]`` (the output of device ``d``
+    at index ``d``); the other ``num_replicated`` arguments are the same on every device.
+    """
+    mesh = Mesh(np.array(jax.local_devices()[:num_shards]), (DATA_AXIS,))
+
+    def local(sharded: Any, *replicated: Any) -> Any:
+        out = fn(jax.tree.map(lambda x: x[0], sharded), *replicated)
+        return jax.tree.map(lambda x: x[None], out)
+
+    in_specs = (P(DATA_AXIS),) + (P(),) * num_replicated
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P(DATA_AXIS),
+                            check_vma=False)
+    return jax.jit(sharded, donate_argnums=donate_argnums)
+
+
+def shard_devices(tree: Any, num_shards: int) -> Any:
+    """Places a pytree with a leading device axis ``[num_shards, ...]`` one slice per device."""
+    mesh = Mesh(np.array(jax.local_devices()[:num_shards]), (DATA_AXIS,))
+    return jax.device_put(tree, NamedSharding(mesh, P(DATA_AXIS)))

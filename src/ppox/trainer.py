@@ -73,10 +73,12 @@ def build(cfg: PPOConfig, axis_name: str | None = None, num_shards: int = 1) -> 
     cfg.validate()
     env = make_env(cfg)
     policy = make_policy(cfg, env.spec)
-    if cfg.num_envs % num_shards or cfg.minibatch_size % num_shards:
+    local_batch = (cfg.num_envs // num_shards) * cfg.num_steps
+    if cfg.num_envs % num_shards or local_batch % cfg.num_minibatches:
         raise ConfigError(
-            f"num_envs={cfg.num_envs} and the minibatch size {cfg.minibatch_size} must both "
-            f"divide across {num_shards} devices; choose multiples of {num_shards}")
+            f"data parallelism over {num_shards} devices needs num_envs={cfg.num_envs} "
+            f"divisible by {num_shards} and each device's batch (num_envs/{num_shards} * "
+            f"num_steps) divisible by num_minibatches={cfg.num_minibatches}")
     return Setup(cfg=cfg, env=env, policy=policy, axis_name=axis_name, num_shards=num_shards)
 
 
@@ -102,6 +104,10 @@ def init(setup: Setup, hp: HParams, key: jax.Array) -> TrainState:
 
 def _psum(x: jax.Array, axis_name: str | None) -> jax.Array:
     return x if axis_name is None else lax.psum(x, axis_name)
+
+
+def _pmean(x: jax.Array, axis_name: str | None) -> jax.Array:
+    return x if axis_name is None else lax.pmean(x, axis_name)
 
 
 def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainState, Metrics]:
@@ -131,12 +137,14 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
     if cfg.normalize_obs:  # after the update: old and new log-probs used the same stats
         obs_stats = obs_stats.update(rec.obs, setup.axis_name)
 
+    if setup.axis_name is not None:  # per-device diagnostics -> their mean over devices
+        metrics = lax.pmean(metrics, setup.axis_name)
     metrics = {
         **metrics,
         "episode_return_sum": _psum(episodes.return_sum, setup.axis_name),
         "episode_length_sum": _psum(episodes.length_sum, setup.axis_name),
         "episode_count": _psum(episodes.count, setup.axis_name),
-        "explained_variance": explained_variance(tr.value, returns),
+        "explained_variance": _pmean(explained_variance(tr.value, returns), setup.axis_name),
         "learning_rate": learning_rate_at(cfg, hp, state.update_idx),
     }
     new_state = TrainState(
@@ -181,18 +189,23 @@ def make_train(cfg: PPOConfig) -> Callable[[jax.Array, HParams], tuple[TrainStat
     return train
 
 
-def make_init(cfg: PPOConfig) -> Callable[[jax.Array, HParams], TrainState]:
-    setup = build(cfg)
+def make_init(cfg: PPOConfig, axis_name: str | None = None,
+              num_shards: int = 1) -> Callable[[jax.Array, HParams], TrainState]:
+    """``init(key, hp) -> TrainState``. With ``axis_name`` it must run under ``shard_map``
+    over ``num_shards`` devices: same parameters everywhere, ``num_envs / num_shards`` envs
+    with their own keys on each device."""
+    setup = build(cfg, axis_name, num_shards)
     return lambda key, hp: init(setup, hp.as_arrays(), key)
 
 
 def make_train_chunk(
-    cfg: PPOConfig, chunk_size: int,
+    cfg: PPOConfig, chunk_size: int, axis_name: str | None = None, num_shards: int = 1,
 ) -> Callable[[TrainState, HParams, jax.Array], tuple[TrainState, Metrics]]:
     """``chunk(state, hp, n) -> (state, metrics [chunk_size])`` runs ``n <= chunk_size``
     updates (``n`` is traced: one compile serves every chunk, the last shorter one too).
-    Rows ``>= n`` of the metrics are zeros."""
-    setup = build(cfg)
+    Rows ``>= n`` of the metrics are zeros. ``axis_name``: data parallelism (see
+    ``make_init``): gradients and statistics are averaged over the devices each step."""
+    setup = build(cfg, axis_name, num_shards)
 
     def chunk(state: TrainState, hp: HParams, n: jax.Array) -> tuple[TrainState, Metrics]:
         hp = hp.as_arrays()

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppox.config import HParams, PPOConfig
+from ppox.config import ConfigError, HParams, PPOConfig
 from ppox.host.checkpoint import StateCheckpoints, save_policy
 from ppox.host.configfile import atomic_write_text, write_run_file
 from ppox.host.metrics import (
@@ -33,7 +34,14 @@ from ppox.host.metrics import (
     to_jsonable,
     truncate_metrics,
 )
-from ppox.parallel import batched_jit, device_count_for, shard_batch
+from ppox.parallel import (
+    DATA_AXIS,
+    batched_jit,
+    data_parallel_jit,
+    device_count_for,
+    shard_batch,
+    shard_devices,
+)
 from ppox.trainer import build, make_init, make_train_chunk
 
 
@@ -46,7 +54,8 @@ class RunResult:
         final_return: ``[R]`` mean return of each run's last episodes (see
             ``ppox.host.metrics.final_return``).
         auc: ``[R]`` area under each run's learning curve.
-        state: the final batched ``TrainState`` (on device).
+        state: the final ``TrainState`` (on device), leading axis: the runs (under data
+            parallelism: the devices, each holding the same parameters).
         compile_s: seconds spent compiling (init + chunk), apart from running.
         run_s: seconds spent running the updates (after compilation).
         env_steps: environment steps per run.
@@ -119,6 +128,7 @@ def train_runs(
     resume: bool = False,
     reporter: Reporter | None = None,
     stop_after_chunks: int | None = None,
+    data_parallel: bool = False,
 ) -> RunResult:
     """Trains ``len(seeds)`` runs (run ``i``: ``hparams[i]``, ``PRNGKey(seeds[i])``).
 
@@ -134,23 +144,38 @@ def train_runs(
         resume: continue from the latest checkpoint in ``run_dir``.
         reporter: called after every chunk with a progress dict (None: silent).
         stop_after_chunks: stop early after this many chunks (for tests of resuming).
+        data_parallel: split one run's envs across every local device (gradients and
+            statistics averaged each step). Needs a single seed; worth it when a run's
+            envs are expensive (brax) and several devices are available.
     """
     if len(hparams) != len(seeds):
         raise ValueError("need one HParams per seed")
     for hp in hparams:
         hp.validate()
-    setup = build(cfg)  # validates cfg and the env before anything compiles
-    del setup
+    build(cfg)  # validates cfg and the env before anything compiles
     num_runs = len(seeds)
     num_updates = cfg.num_updates
     chunk_size = chunk_size or default_chunk_size(num_updates, progress_chunks)
     run_names = [f"seed{s}" for s in seeds]
 
-    hp_batch = shard_batch(stack_hparams(hparams), num_runs)
-    keys = shard_batch(run_keys(seeds), num_runs)
-    init_fn = batched_jit(make_init(cfg), in_axes=(0, 0), batch=num_runs)
-    chunk_fn = batched_jit(make_train_chunk(cfg, chunk_size), in_axes=(0, 0, None),
-                           batch=num_runs, donate_argnums=(0,))
+    shards = len(jax.local_devices()) if data_parallel else 1
+    if data_parallel and num_runs != 1:
+        raise ConfigError("data parallelism splits one run across devices: use one seed")
+    if shards > 1:
+        build(cfg, DATA_AXIS, shards)  # checks the envs and minibatches split evenly
+        hp_batch = hparams[0].as_arrays()
+        keys = shard_devices(run_keys(seeds * shards), shards)
+        init_fn = data_parallel_jit(make_init(cfg, DATA_AXIS, shards), shards, 1)
+        chunk_fn = data_parallel_jit(make_train_chunk(cfg, chunk_size, DATA_AXIS, shards),
+                                     shards, 2, donate_argnums=(0,))
+        place = partial(shard_devices, num_shards=shards)
+    else:
+        hp_batch = shard_batch(stack_hparams(hparams), num_runs)
+        keys = shard_batch(run_keys(seeds), num_runs)
+        init_fn = batched_jit(make_init(cfg), in_axes=(0, 0), batch=num_runs)
+        chunk_fn = batched_jit(make_train_chunk(cfg, chunk_size), in_axes=(0, 0, None),
+                               batch=num_runs, donate_argnums=(0,))
+        place = partial(shard_batch, batch=num_runs)
 
     t0 = time.perf_counter()
     init_c = init_fn.lower(keys, hp_batch).compile()
@@ -168,7 +193,7 @@ def train_runs(
         ckpts = StateCheckpoints(run_dir)
         if resume and ckpts.latest_step() is not None:
             template = jax.eval_shape(lambda: state)
-            state = shard_batch(jax.tree.map(jnp.asarray, ckpts.restore(template)), num_runs)
+            state = place(jax.tree.map(jnp.asarray, ckpts.restore(template)))
             done = int(np.asarray(state.update_idx).reshape(-1)[0])
             truncate_metrics(run_dir / "metrics.jsonl", done)
             history = _load_history(run_dir / "metrics.jsonl", run_names, done)
@@ -183,7 +208,8 @@ def train_runs(
     def finish(p: tuple[dict[str, Any], int, int]) -> None:
         nonlocal t_last, run_s
         metrics, start, n = p
-        host = {k: np.asarray(v)[:, :n] for k, v in metrics.items()}  # blocks
+        # [R, n]; under data parallelism every device holds the same (reduced) metrics
+        host = {k: np.asarray(v)[:num_runs, :n] for k, v in metrics.items()}  # blocks
         now = time.perf_counter()
         elapsed, t_last = now - t_last, now
         run_s += elapsed
@@ -227,14 +253,15 @@ def train_runs(
         final_return=final_return(metrics_all, min_episodes=cfg.num_envs),
         auc=learning_curve_auc(metrics_all), state=state, compile_s=compile_s,
         run_s=run_s, env_steps=done * cfg.batch_size,
-        devices=device_count_for(num_runs), run_dir=run_dir,
+        devices=shards if shards > 1 else device_count_for(num_runs), run_dir=run_dir,
     )
     if run_dir is not None:
         if ckpts.latest_step() != done:
             ckpts.save(done, state)
         ckpts.close()
         writer.close()
-        save_policy(run_dir, state)
+        # under data parallelism every device holds the same policy: keep device 0's
+        save_policy(run_dir, jax.tree.map(lambda x: x[:num_runs], state))
         atomic_write_text(run_dir / "summary.json", json.dumps(to_jsonable(summary(result)),
                                                                indent=2))
     return result
