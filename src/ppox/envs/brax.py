@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +37,31 @@ from ppox.envs.core import Box, EnvSpec, TimeStep
 BRAX_PREFIX = "brax/"
 
 
+_KNOWN_NOISE = ("is deprecated and will be removed in a future release",)
+
+
 @contextlib.contextmanager
 def _quiet() -> Any:
     """Silences what brax/mujoco print on import and env construction: mjx prints "Failed
-    to import warp" to stdout (the optional warp backend is absent on CPU) and brax warns
-    that its pipelines are unmaintained on every environment it builds."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Brax System", category=UserWarning)
-        yield
+    to import warp" to stdout (the optional warp backend is absent on CPU), brax warns
+    that its pipelines are unmaintained on every environment it builds, and MuJoCo's C
+    compiler writes deprecation warnings about brax's model files straight to fd 2. Other
+    stderr output is passed through."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Brax System", category=UserWarning)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if line.strip() and not any(noise in line for noise in _KNOWN_NOISE):
+                    sys.stderr.write(line)
 
 
 def brax_envs() -> Any:

@@ -311,7 +311,9 @@ def summary_lines(result: RunResult) -> list[str]:
     ]
     if result.run_dir is not None:
         lines.append(f"run dir: {result.run_dir}")
-    if len(fr) == 1:
+    if not np.isfinite(fr).any():
+        lines.append("final return: n/a (no episode ended during training)")
+    elif len(fr) == 1:
         lines.append(f"final return: {fr[0]:.2f}")
     else:
         per = ", ".join(f"{x:.1f}" for x in fr)
