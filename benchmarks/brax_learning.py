@@ -21,14 +21,14 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
                                f"_device_count={len(os.sched_getaffinity(0))}").strip()
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import tempfile
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks._common import argv_string, machine_info, results_dir, save_json  # noqa: E402
+from benchmarks._common import argv_string, machine_info, results_dir, save_json
 
 
 def main(argv: list[str] | None = None) -> int:
