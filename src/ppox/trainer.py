@@ -25,7 +25,7 @@ from ppox.losses import explained_variance, gae
 from ppox.networks import Params, Policy, make_policy
 from ppox.normalize import RewardScaler, RunningMeanStd
 from ppox.rollout import EnvCarry, RolloutContext, collect, to_transition
-from ppox.update import Batch, OptState, flatten_time, make_optimizer, update
+from ppox.update import Batch, flat_params, flatten_time, make_optimizer, update
 
 Metrics = dict[str, jax.Array]
 
@@ -89,7 +89,7 @@ def init(setup: Setup, hp: HParams, key: jax.Array) -> TrainState:
         key_env = jax.random.fold_in(key_env, lax.axis_index(setup.axis_name))
         key_next = jax.random.fold_in(key_next, lax.axis_index(setup.axis_name))
     params = setup.policy.init(key_params, hp.init_log_std)
-    opt_state = make_optimizer(setup.cfg, hp).init(params)
+    opt_state = make_optimizer(setup.cfg, hp).init(flat_params(params)[0])
     obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(key_env, setup.local_envs))
     return TrainState(
         params=params,
@@ -130,8 +130,8 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
         obs=flatten_time(tr.obs), action=flatten_time(tr.action),
         log_prob=flatten_time(tr.log_prob), value=flatten_time(tr.value),
         advantages=flatten_time(advantages), returns=flatten_time(returns))
-    opt, metrics = update(cfg, hp, setup.policy, batch, OptState(state.params, state.opt_state),
-                          key_update, setup.axis_name)
+    params, opt_state, metrics = update(cfg, hp, setup.policy, batch, state.params,
+                                       state.opt_state, key_update, setup.axis_name)
 
     obs_stats = state.obs_stats
     if cfg.normalize_obs:  # after the update: old and new log-probs used the same stats
@@ -148,7 +148,7 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
         "learning_rate": learning_rate_at(cfg, hp, state.update_idx),
     }
     new_state = TrainState(
-        params=opt.params, opt_state=opt.opt_state, obs_stats=obs_stats,
+        params=params, opt_state=opt_state, obs_stats=obs_stats,
         reward_scaler=reward_scaler, env=env_carry, key=key,
         update_idx=state.update_idx + 1)
     return new_state, metrics
