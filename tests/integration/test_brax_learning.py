@@ -19,7 +19,7 @@ def test_inverted_pendulum_learns_with_the_defaults(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "final return:" in out.strip().splitlines()[-1]
     cfg, _ = resolve("brax/inverted_pendulum")
-    assert cfg.total_timesteps <= 1_000_000
+    assert cfg.total_timesteps <= 2_000_000  # ~1 min of training on 2 CPU cores
 
     # deterministic evaluation (the mean action), with the training obs statistics
     res = evaluate_run(run_dir, episodes=16, seed=1)
