@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import StrMethodFormatter
 
 Band = Literal["minmax", "std", "none"]
 
@@ -141,12 +142,45 @@ def plot_heatmap(
     return _save(fig, path, dpi)
 
 
+def plot_bars(
+    values: Mapping[str, float],
+    path: str | Path,
+    *,
+    title: str = "",
+    ylabel: str = "",
+    fmt: str = "{:,.0f}",
+    target: float | None = None,
+    target_label: str = "target",
+    dpi: int = 120,
+) -> Path:
+    """A bar per ``label -> value``, each annotated with ``fmt``; an optional dashed
+    horizontal line at ``target``. NaN values are drawn as empty bars labelled ``n/a``."""
+    labels = list(values)
+    heights = np.asarray([values[k] for k in labels], np.float64)
+    fig = Figure(figsize=(max(5.0, 1.3 * len(labels) + 2.0), 4.5))
+    ax = fig.add_subplot()
+    bars = ax.bar(range(len(labels)), np.nan_to_num(heights), color="tab:blue")
+    for bar, h in zip(bars, heights, strict=True):
+        text = "n/a" if not np.isfinite(h) else fmt.format(h)
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, np.nan_to_num(h)),
+                    ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                    textcoords="offset points")
+    if target is not None:
+        ax.axhline(target, color="tab:red", linestyle="--", linewidth=1, label=target_label)
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(labels)), labels=labels, fontsize=8)
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
 def _cmap_with_gray_nan():
     import matplotlib
 
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("lightgray")
-    return cmap
+    return matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")
 
 
-__all__ = ["forward_fill", "plot_heatmap", "plot_learning_curves"]
+__all__ = ["forward_fill", "plot_bars", "plot_heatmap", "plot_learning_curves"]

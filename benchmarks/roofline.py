@@ -1,0 +1,128 @@
+"""Where the time goes: env alone, rollout alone, trainer, and useful FLOP/s vs the peak.
+
+For each (env, num_envs) point, in its own fresh process, three programs are compiled
+(timed apart) and run for about ``--target-s`` seconds each:
+
+  * env alone: ``num_envs`` envs stepped with uniformly random actions in a ``lax.scan``
+    of ``num_steps`` steps (keys split as in ppox's rollout), no policy;
+  * rollout alone: ppox's ``ppox.rollout.collect`` with a fixed, freshly initialized
+    policy (env + actor forward + sampling + writing the ``[T, B]`` records), no critic
+    pass, no GAE, no update;
+  * trainer: full updates through ppox's public chunked trainer (``make_train_chunk``).
+
+The trainer's useful FLOP/s is its steps/s times the useful FLOPs per env step counted
+from the layer shapes (``ppox.bench.ppo_flops``: rollout = actor forward + critic forward
+on every step (+ one bootstrap row per env); update = epochs x (forward + backward =
+3 x forward) of actor and critic on every step; 2 x fan_in x fan_out per dense layer and
+row), shown against the machine's dense-matmul peak: the best of 5 timed 2048^3 float32
+matmuls, measured in a fresh process with this process's XLA flags and again with one
+XLA device per core (``--xla_force_host_platform_device_count``, as ``ppox train`` sets
+it). The analytic counts are cross-checked against XLA's ``cost_analysis()`` on loop-free
+pieces (an actor forward, an actor+critic forward/backward on one minibatch).
+
+num_envs: powers of four from 1 to 4096 for CartPole-v1 and Breakout-MinAtar; 1, 16, 256,
+4096 for brax/inverted_pendulum (three ~30 s compiles per point on CPU). Quick mode:
+CartPole-v1 at 4, 64 and 1024 envs.
+
+    python benchmarks/roofline.py --quick         # ~1.5 min on a 2-core CPU
+    python benchmarks/roofline.py                 # ~25 min
+
+Writes ``benchmarks/results/<machine>/roofline.json`` and ``roofline.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import tyro
+
+from benchmarks._common import argv_string, machine_info, results_dir, save_json
+from ppox.bench import (
+    PARTS,
+    matmul_peak_in_process,
+    plot_roofline,
+    point_config,
+    roofline_plan,
+    roofline_table,
+    run_points,
+    xla_flop_check,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Env alone / rollout alone / trainer steps/s and useful FLOP/s vs the matmul peak."""
+
+    quick: bool = False
+    """CartPole-v1 at three sizes only"""
+    envs: tuple[str, ...] | None = None
+    """env ids (default: CartPole-v1 Breakout-MinAtar brax/inverted_pendulum)"""
+    num_envs: tuple[int, ...] | None = None
+    """num_envs values for every env (default: see the module docstring)"""
+    target_s: float | None = None
+    """seconds each timed run aims at (default 2; quick 1)"""
+    repeats: int | None = None
+    """timed runs per program and point (default 3; quick 1)"""
+    machine: str | None = None
+    """results folder name (default: this machine's name)"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n")[0])
+    t0 = time.perf_counter()
+    plan = roofline_plan(args.quick)
+    if args.envs:
+        plan = {e: plan.get(e, (4, 64, 1024)) for e in args.envs}
+    if args.num_envs:
+        plan = {e: tuple(args.num_envs) for e in plan}
+    target_s = args.target_s or (1.0 if args.quick else 2.0)
+    repeats = args.repeats or (1 if args.quick else 3)
+
+    peaks = {"this_process_flags": matmul_peak_in_process(None),
+             "one_device_per_core": matmul_peak_in_process(len(os.sched_getaffinity(0)))}
+    for name, p in peaks.items():
+        if "error" in p:
+            raise SystemExit(f"matmul peak ({name}) failed: {p['error']}\n"
+                             f"{p.get('stderr_tail', '')}")
+        print(f"matmul 2048^3 float32 ({name}, {p['num_devices']} device(s)): best "
+              f"{p['peak_gflops']:,.0f} GFLOP/s, median {p['median_gflops']:,.0f}", flush=True)
+    peak = max(p["peak_gflops"] for p in peaks.values())
+
+    checks = {}
+    for env_id in plan:
+        cfg, _ = point_config(env_id, 64)
+        checks[env_id] = xla_flop_check(cfg)
+        c = checks[env_id]
+        print(f"FLOP check {env_id} ({c['rows']} rows): XLA/analytic actor forward "
+              f"{c['actor_forward']['xla_over_analytic'] or float('nan'):.3f}, "
+              f"forward+backward {c['fwd_bwd']['xla_over_analytic'] or float('nan'):.3f}",
+              flush=True)
+
+    todo = [(env, n, PARTS) for env, ns in plan.items() for n in ns]
+    print(f"roofline: {len(todo)} points x 3 programs, one fresh process per point", flush=True)
+    points = run_points(todo, target_s=target_s, repeats=repeats,
+                        log=lambda s: print(s, flush=True))
+    table = roofline_table(points, peak)
+    print(f"\nUseful FLOP/s against the measured matmul peak ({peak:,.0f} GFLOP/s)\n" + table)
+    out = {"command": argv_string(), "machine": machine_info(), "quick": args.quick,
+           "plan": plan, "target_s": target_s, "repeats": repeats,
+           "matmul_peak": peaks, "peak_gflops": peak, "flop_check": checks,
+           "points": points, "table": table, "wall_s": time.perf_counter() - t0}
+    folder = results_dir(args.machine)
+    path = save_json(folder / "roofline.json", out)
+    png = plot_roofline(points, peak, folder / "roofline.png",
+                        title=f"ppox roofline ({out['machine']['machine']}, matmul peak "
+                              f"{peak:,.0f} GFLOP/s)")
+    print(f"\nwrote {path} and {png} ({out['wall_s']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""ppox side by side with peer PPOs, in one run: interleaved fresh processes, medians, ratios.
+
+Every measurement runs in its own fresh process, ppox included (``python -m ppox.bench
+train '<json>'`` prints the same JSON fields as the peer runners in
+``benchmarks/peers/``); over ``--rounds`` rounds the implementations run interleaved
+(A B C, C B A, ...), and the table shows medians over rounds, the ratios ppox/peer of
+steps per second and compile time, and the final return of each, so speed is not bought
+with worse learning. A peer whose venv does not exist is skipped with a note (and
+``"skipped": reason`` in the JSON).
+
+Suites:
+  * ``cartpole``: CartPole-v1, 4 envs x 128 steps, 4 epochs, 4 minibatches, 64x64 tanh
+    MLPs, 500k steps (quick: 100k), against rejax (same jax/XLA as ppox) and SB3 (PyTorch;
+    ~5k steps/s here, so it gets a smaller budget, 100k steps (quick: 20k): its steps/s
+    barely depends on the budget, its final return does -- the table says so).
+  * ``brax``: brax/inverted_pendulum and brax/halfcheetah (spring backend) at 256 and 1024
+    envs, ppox's per-env defaults (``ppox.defaults``) mapped to Brax's own PPO trainer
+    (``num_envs=E, unroll_length=T, batch_size=E/M, num_minibatches=M,
+    num_updates_per_batch=K``); equal step counts (a multiple of brax's epoch size); both
+    report a deterministic evaluation after training (brax's evaluator; ppox.evaluate, same
+    episode count). The brax peer runs jax 0.6.2 (a different XLA from ppox's 0.10.2).
+
+    python benchmarks/side_by_side.py --quick                  # ~2 min
+    python benchmarks/side_by_side.py                          # cartpole, ~8 min
+    python benchmarks/side_by_side.py --suite brax --quick     # ~5 min
+    python benchmarks/side_by_side.py --suite brax             # ~20 min
+
+Writes ``benchmarks/results/<machine>/side_by_side_<suite>.json`` (every process's JSON,
+the exact commands, ``machine_info()``) and ``side_by_side_<suite>.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import tyro
+
+from benchmarks._common import argv_string, machine_info, results_dir, save_json
+from ppox.bench import (
+    Job,
+    cartpole_comparison_config,
+    peer_job,
+    plot_side_by_side,
+    ppox_job,
+    run_side_by_side,
+    side_by_side_table,
+    summarize_side_by_side,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """ppox side by side with rejax, SB3 (suite cartpole) or Brax's PPO (suite brax)."""
+
+    suite: Literal["cartpole", "brax"] = "cartpole"
+    """which comparison: CartPole-v1 vs rejax and SB3, or brax tasks vs Brax's trainer"""
+    quick: bool = False
+    """small budgets, one round"""
+    rounds: int | None = None
+    """fresh processes per implementation (default: cartpole 5, brax 2; quick 1)"""
+    repeats: int | None = None
+    """timed runs inside each process after its compile (default 2 cartpole, 1 brax)"""
+    peers: tuple[str, ...] | None = None
+    """peers to include (default: rejax sb3 for cartpole, brax for brax)"""
+    num_envs: tuple[int, ...] | None = None
+    """num_envs values (default: cartpole 4; brax 256 1024 (quick: 256))"""
+    steps: int | None = None
+    """training steps of ppox and rejax / of each brax task (default: see the suite)"""
+    sb3_steps: int | None = None
+    """SB3's steps (default 100k, quick 20k)"""
+    envs: tuple[str, ...] | None = None
+    """brax suite: tasks (default: inverted_pendulum halfcheetah; quick: inverted_pendulum)"""
+    api: Literal["fused", "train_runs"] = "fused"
+    """ppox program: one fused jit(make_train) (as the rejax runner times rejax) or
+    train_runs (what `ppox train` runs: chunks, host metrics)"""
+    ppox_xla_flags: str = ""
+    """extra XLA flags for the ppox processes only (e.g. to measure a flag's effect)"""
+    also_ppox_flags: bool = False
+    """run ppox twice: as it comes, and with --ppox-xla-flags (as "ppox+flags")"""
+    machine: str | None = None
+    """results folder name (default: this machine's name)"""
+
+
+# Brax suite budgets: steps per (task, num_envs), each a multiple of brax's epoch size
+# (2 training epochs with --num-evals 3: 2 x k x num_envs x 32 steps). Chosen so the full
+# suite (2 rounds, ppox + brax) fits in ~20 min on a 2-core CPU, where halfcheetah trains
+# at ~5-8k steps/s. Quick: one task, one size, one round.
+BRAX_STEPS = {
+    ("inverted_pendulum", 256): 1_015_808,   # 2 epochs x 62 updates x 8192
+    ("inverted_pendulum", 1024): 1_048_576,  # 2 x 16 x 32768
+    ("halfcheetah", 256): 131_072,           # 2 x 8 x 8192
+    ("halfcheetah", 1024): 131_072,          # 2 x 2 x 32768
+}
+BRAX_EVAL_EPISODES = {"inverted_pendulum": 128, "halfcheetah": 16}
+
+
+def _round_to(steps: int, unit: int) -> int:
+    return max(unit, unit * round(steps / unit))
+
+
+def ppox_jobs(args: Args, cfg: object, hp: object, repeats: int,
+              eval_episodes: int = 0) -> list[Job]:
+    """ppox as it comes (with ``--ppox-xla-flags`` if given), or both with
+    ``--also-ppox-flags``."""
+    if args.also_ppox_flags and args.ppox_xla_flags:
+        return [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes),
+                ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes,
+                         name="ppox+flags", xla_flags=args.ppox_xla_flags)]
+    return [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes,
+                     xla_flags=args.ppox_xla_flags)]
+
+
+def cartpole_jobs(args: Args, num_envs: int) -> tuple[str, list[Job]]:
+    """ppox, rejax and SB3 on CartPole-v1 at ``num_envs`` envs."""
+    steps = args.steps or (100_000 if args.quick else 500_000)
+    cfg, hp = cartpole_comparison_config(num_envs, steps)
+    repeats = args.repeats or 2
+    jobs = ppox_jobs(args, cfg, hp, repeats)
+    for peer in args.peers or ("rejax", "sb3"):
+        if peer == "sb3":
+            sb3_cfg = cfg.replace(total_timesteps=args.sb3_steps or
+                                  (20_000 if args.quick else 100_000))
+            jobs.append(peer_job("sb3", sb3_cfg, hp, repeats=1,
+                                 note=f"SB3 at {sb3_cfg.total_timesteps:,d} steps (slow: "
+                                 "steps/s compared, its return is at this smaller budget)"))
+        elif peer == "rejax":
+            jobs.append(peer_job("rejax", cfg, hp, repeats=repeats))
+        else:
+            raise SystemExit(f"peer {peer!r} is not a CartPole peer (rejax, sb3)")
+    return f"CartPole-v1 {num_envs} envs, {steps:,d} steps", jobs
+
+
+def brax_jobs(args: Args, task: str, num_envs: int) -> tuple[str, list[Job]]:
+    """ppox and Brax's PPO on ``brax/<task>`` at ``num_envs`` envs, ppox's defaults."""
+    from ppox.defaults import resolve
+
+    cfg, hp = resolve(f"brax/{task}")
+    cfg = cfg.replace(num_envs=num_envs)
+    unit = 2 * cfg.batch_size  # brax: 2 training epochs (num_evals 3), >= 1 update each
+    steps = args.steps or BRAX_STEPS.get((task, num_envs), 500_000)
+    if args.quick and not args.steps:
+        steps = steps // 4
+    steps = _round_to(steps, unit)
+    cfg = cfg.replace(total_timesteps=steps)
+    episodes = BRAX_EVAL_EPISODES.get(task, 16)
+    repeats = args.repeats or 1
+    jobs = ppox_jobs(args, cfg, hp, repeats, eval_episodes=episodes)
+    for peer in args.peers or ("brax",):
+        if peer != "brax":
+            raise SystemExit(f"peer {peer!r} is not a brax peer (brax)")
+        jobs.append(peer_job("brax", cfg, hp, repeats=repeats,
+                             extra=["--num-evals", "3", "--num-eval-envs", str(episodes)],
+                             note="jax 0.6.2 (a different XLA); eval: deterministic, "
+                                  f"{episodes} episodes"))
+    return f"{task} {num_envs} envs, {steps:,d} steps", jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n")[0])
+    t_start = time.perf_counter()
+    rounds = args.rounds or (1 if args.quick else (5 if args.suite == "cartpole" else 2))
+    groups: list[tuple[str, list[Job]]] = []
+    if args.suite == "cartpole":
+        for n in args.num_envs or (4,):
+            groups.append(cartpole_jobs(args, n))
+    else:
+        tasks = args.envs or (("inverted_pendulum",) if args.quick
+                              else ("inverted_pendulum", "halfcheetah"))
+        sizes = args.num_envs or ((256,) if args.quick else (256, 1024))
+        for task in tasks:
+            for n in sizes:
+                groups.append(brax_jobs(args, task.removeprefix("brax/"), n))
+
+    out = {"command": argv_string(), "machine": machine_info(), "suite": args.suite,
+           "quick": args.quick, "rounds": rounds, "api": args.api, "comparisons": {}}
+    summaries = {}
+    for title, jobs in groups:
+        print(f"\n== {title}: {rounds} round(s), fresh process per run", flush=True)
+        raw = run_side_by_side(jobs, rounds, log=lambda s: print(s, flush=True))
+        summary = summarize_side_by_side(raw)
+        summaries[title] = summary
+        out["comparisons"][title] = {"raw": raw, "summary": summary,
+                                     "notes": {j.name: j.note for j in jobs if j.note}}
+        print(side_by_side_table(summary), flush=True)
+        for j in jobs:
+            if j.note:
+                print(f"  note ({j.name}): {j.note}")
+    out["wall_s"] = time.perf_counter() - t_start
+    folder = results_dir(args.machine)
+    path = save_json(folder / f"side_by_side_{args.suite}.json", out)
+    png = plot_side_by_side(summaries, folder / f"side_by_side_{args.suite}.png",
+                            title=f"ppox vs peers ({args.suite}), median of {rounds} round(s)")
+    print(f"\nwrote {path} and {png} ({out['wall_s']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
