@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -117,6 +117,32 @@ def print_reporter(out: TextIO = sys.stdout) -> Reporter:
     return report
 
 
+@lru_cache(maxsize=4)
+def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, shards: int,
+                      devices: tuple[Any, ...]) -> tuple[Any, Any]:
+    """The compiled init and training-chunk programs for ``num_runs`` runs of ``cfg``
+    (``shards > 1``: one run split across ``shards`` devices), compiled once and reused by
+    every later call with the same static settings -- e.g. each equal batch of a sweep.
+    ``devices`` (the local devices) is part of the key: the programs are placed on them."""
+    del devices
+    if shards > 1:
+        init_fn = data_parallel_jit(make_init(cfg, DATA_AXIS, shards), shards, 1)
+        chunk_fn = data_parallel_jit(make_train_chunk(cfg, chunk_size, DATA_AXIS, shards),
+                                     shards, 2, donate_argnums=(0,))
+        hp = HParams().as_arrays()
+        keys = shard_devices(run_keys([0] * shards), shards)
+    else:
+        init_fn = batched_jit(make_init(cfg), in_axes=(0, 0), batch=num_runs)
+        chunk_fn = batched_jit(make_train_chunk(cfg, chunk_size), in_axes=(0, 0, None),
+                               batch=num_runs, donate_argnums=(0,))
+        hp = shard_batch(broadcast_hparams(HParams(), num_runs), num_runs)
+        keys = shard_batch(run_keys(list(range(num_runs))), num_runs)
+    init_c = init_fn.lower(keys, hp).compile()
+    state = init_c(keys, hp)  # a real state: the chunk is lowered for its shardings
+    chunk_c = chunk_fn.lower(state, hp, jnp.int32(chunk_size)).compile()
+    return init_c, chunk_c
+
+
 def train_runs(
     cfg: PPOConfig,
     hparams: list[HParams],
@@ -165,23 +191,17 @@ def train_runs(
         build(cfg, DATA_AXIS, shards)  # checks the envs and minibatches split evenly
         hp_batch = hparams[0].as_arrays()
         keys = shard_devices(run_keys(seeds * shards), shards)
-        init_fn = data_parallel_jit(make_init(cfg, DATA_AXIS, shards), shards, 1)
-        chunk_fn = data_parallel_jit(make_train_chunk(cfg, chunk_size, DATA_AXIS, shards),
-                                     shards, 2, donate_argnums=(0,))
         place = partial(shard_devices, num_shards=shards)
     else:
         hp_batch = shard_batch(stack_hparams(hparams), num_runs)
         keys = shard_batch(run_keys(seeds), num_runs)
-        init_fn = batched_jit(make_init(cfg), in_axes=(0, 0), batch=num_runs)
-        chunk_fn = batched_jit(make_train_chunk(cfg, chunk_size), in_axes=(0, 0, None),
-                               batch=num_runs, donate_argnums=(0,))
         place = partial(shard_batch, batch=num_runs)
 
     t0 = time.perf_counter()
-    init_c = init_fn.lower(keys, hp_batch).compile()
-    state = init_c(keys, hp_batch)
-    chunk_c = chunk_fn.lower(state, hp_batch, jnp.int32(chunk_size)).compile()
+    init_c, chunk_c = compiled_programs(cfg, chunk_size, num_runs, shards,
+                                        tuple(jax.local_devices()))
     compile_s = time.perf_counter() - t0
+    state = init_c(keys, hp_batch)
 
     writer = ckpts = None
     done = 0
