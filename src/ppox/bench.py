@@ -568,30 +568,32 @@ def _compiled_loop(init: Callable[..., Any], run: Callable[..., Any],
     return compile_s, call
 
 
+def _measure_program(make: Callable[[], tuple[Callable[..., Any], Callable[..., Any]]],
+                     batch_size: int, target_s: float, repeats: int,
+                     seed: int) -> dict[str, Any]:
+    """Compiles the ``(init, run)`` loop that ``make()`` returns and times it."""
+    import jax
+
+    init, run = make()
+    compile_s, call = _compiled_loop(init, run, jax.random.PRNGKey(seed))
+    timed = _calibrated_runs(call, target_s, 1, 1 << 20, repeats)
+    steps = timed["iters"] * batch_size
+    return {"compile_s": compile_s, **timed, "env_steps": steps,
+            "sps": [steps / t for t in timed["run_s"]]}
+
+
 def measure_env_only(cfg: Any, *, target_s: float = 2.0, repeats: int = 1,
                      seed: int = 0) -> dict[str, Any]:
     """Env steps/s of the env alone (random actions, ``lax.scan``); see :func:`make_env_only`."""
-    import jax
-
-    init, run = make_env_only(cfg)
-    compile_s, call = _compiled_loop(init, run, jax.random.PRNGKey(seed))
-    timed = _calibrated_runs(call, target_s, 1, 1 << 20, repeats)
-    steps = timed["iters"] * cfg.batch_size
-    return {"compile_s": compile_s, **timed, "env_steps": steps,
-            "sps": [steps / t for t in timed["run_s"]]}
+    return _measure_program(lambda: make_env_only(cfg), cfg.batch_size, target_s, repeats,
+                            seed)
 
 
 def measure_rollout_only(cfg: Any, hp: Any, *, target_s: float = 2.0, repeats: int = 1,
                          seed: int = 0) -> dict[str, Any]:
     """Env steps/s of ppox's ``collect`` with a fixed policy; see :func:`make_rollout_only`."""
-    import jax
-
-    init, run = make_rollout_only(cfg, hp)
-    compile_s, call = _compiled_loop(init, run, jax.random.PRNGKey(seed))
-    timed = _calibrated_runs(call, target_s, 1, 1 << 20, repeats)
-    steps = timed["iters"] * cfg.batch_size
-    return {"compile_s": compile_s, **timed, "env_steps": steps,
-            "sps": [steps / t for t in timed["run_s"]]}
+    return _measure_program(lambda: make_rollout_only(cfg, hp), cfg.batch_size, target_s,
+                            repeats, seed)
 
 
 def measure_trainer(cfg: Any, hp: Any, *, target_s: float = 3.0, repeats: int = 1,
