@@ -1235,6 +1235,17 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """``tight_layout``, write the PNG (creating its folder), close the figure."""
+    plt = _pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_scaling(points: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
                  title: str = "") -> Path:
     """Training steps/s vs num_envs, log-log, one line per env; compile time below."""
@@ -1258,12 +1269,7 @@ def plot_scaling(points: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     ax2.set_xlabel("num_envs")
     ax2.set_ylabel("compile s")
     ax2.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_roofline(points: Sequence[Mapping[str, Any]], peak_gflops: float,
@@ -1298,12 +1304,7 @@ def plot_roofline(points: Sequence[Mapping[str, Any]], peak_gflops: float,
         ax2.set_ylabel(f"useful FLOP/s, % of {peak_gflops:,.0f} GFLOP/s")
         ax2.set_xlabel("num_envs")
     fig.suptitle(title or "where the time goes: env, rollout, trainer", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_side_by_side(summaries: Mapping[str, Mapping[str, Mapping[str, Any]]],
@@ -1331,12 +1332,7 @@ def plot_side_by_side(summaries: Mapping[str, Mapping[str, Mapping[str, Any]]],
     ax.set_title(title or "side by side")
     ax.legend()
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------
