@@ -11,6 +11,7 @@ folder to ``benchmarks/results``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -44,9 +45,33 @@ def results_dir(name: str | None = None) -> Path:
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class PointArgs:
+    """The options of the per-point benchmarks (scaling, roofline)."""
+
+    quick: bool = False
+    """the quick plan: a few points only (see the script's docstring)"""
+    envs: tuple[str, ...] | None = None
+    """env ids (default: CartPole-v1 Breakout-MinAtar brax/inverted_pendulum)"""
+    num_envs: tuple[int, ...] | None = None
+    """num_envs values for every env (default: see the module docstring)"""
+    target_s: float | None = None
+    """seconds each timed run aims at (default 2; quick 1)"""
+    repeats: int | None = None
+    """timed runs per program and point (default 3; quick 1)"""
+    machine: str | None = None
+    """results folder name (default: this machine's name)"""
+
+    def timing(self) -> tuple[float, int]:
+        """(target seconds per timed run, repeats), with the quick/full defaults."""
+        return (self.target_s or (1.0 if self.quick else 2.0),
+                self.repeats or (1 if self.quick else 3))
+
+
 __all__ = [
     "REPO_ROOT",
     "RESULTS_ROOT",
+    "PointArgs",
     "argv_string",
     "interleaved",
     "machine_info",

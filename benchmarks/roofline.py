@@ -43,10 +43,17 @@ if __package__ in (None, ""):
 
 import tyro
 
-from benchmarks._common import argv_string, machine_info, results_dir, save_json
+from benchmarks._common import (
+    PointArgs,
+    argv_string,
+    machine_info,
+    results_dir,
+    save_json,
+)
 from ppox.bench import (
     PARTS,
     matmul_peak_in_process,
+    override_plan,
     plot_roofline,
     point_config,
     roofline_plan,
@@ -57,33 +64,15 @@ from ppox.bench import (
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(PointArgs):
     """Env alone / rollout alone / trainer steps/s and useful FLOP/s vs the matmul peak."""
-
-    quick: bool = False
-    """CartPole-v1 at three sizes only"""
-    envs: tuple[str, ...] | None = None
-    """env ids (default: CartPole-v1 Breakout-MinAtar brax/inverted_pendulum)"""
-    num_envs: tuple[int, ...] | None = None
-    """num_envs values for every env (default: see the module docstring)"""
-    target_s: float | None = None
-    """seconds each timed run aims at (default 2; quick 1)"""
-    repeats: int | None = None
-    """timed runs per program and point (default 3; quick 1)"""
-    machine: str | None = None
-    """results folder name (default: this machine's name)"""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n")[0])
     t0 = time.perf_counter()
-    plan = roofline_plan(args.quick)
-    if args.envs:
-        plan = {e: plan.get(e, (4, 64, 1024)) for e in args.envs}
-    if args.num_envs:
-        plan = {e: tuple(args.num_envs) for e in plan}
-    target_s = args.target_s or (1.0 if args.quick else 2.0)
-    repeats = args.repeats or (1 if args.quick else 3)
+    plan = override_plan(roofline_plan(args.quick), args.envs, args.num_envs, (4, 64, 1024))
+    target_s, repeats = args.timing()
 
     peaks = {"this_process_flags": matmul_peak_in_process(None),
              "one_device_per_core": matmul_peak_in_process(len(os.sched_getaffinity(0)))}

@@ -35,44 +35,31 @@ if __package__ in (None, ""):
 
 import tyro
 
-from benchmarks._common import argv_string, machine_info, results_dir, save_json
-from ppox.bench import plot_scaling, run_points, scaling_plan, scaling_table
+from benchmarks._common import (
+    PointArgs,
+    argv_string,
+    machine_info,
+    results_dir,
+    save_json,
+)
+from ppox.bench import override_plan, plot_scaling, run_points, scaling_plan, scaling_table
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(PointArgs):
     """Training throughput of ppox versus num_envs (fresh process per point)."""
-
-    quick: bool = False
-    """a few points only"""
-    envs: tuple[str, ...] | None = None
-    """env ids (default: CartPole-v1 brax/inverted_pendulum Breakout-MinAtar)"""
-    num_envs: tuple[int, ...] | None = None
-    """num_envs values for every env (default: see the module docstring)"""
-    target_s: float | None = None
-    """seconds each timed run aims at (default 2; quick 1)"""
-    repeats: int | None = None
-    """timed runs per point (default 3; quick 1)"""
-    machine: str | None = None
-    """results folder name (default: this machine's name)"""
 
 
 def plan_from(args: Args) -> dict[str, tuple[int, ...]]:
     """The env -> num_envs plan, with ``--envs`` / ``--num-envs`` applied."""
-    plan = scaling_plan(args.quick)
-    if args.envs:
-        plan = {e: plan.get(e, (64,)) for e in args.envs}
-    if args.num_envs:
-        plan = {e: tuple(args.num_envs) for e in plan}
-    return plan
+    return override_plan(scaling_plan(args.quick), args.envs, args.num_envs, (64,))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n")[0])
     t0 = time.perf_counter()
     plan = plan_from(args)
-    target_s = args.target_s or (1.0 if args.quick else 2.0)
-    repeats = args.repeats or (1 if args.quick else 3)
+    target_s, repeats = args.timing()
     todo = [(env, n, ("trainer",)) for env, ns in plan.items() for n in ns]
     print(f"scaling: {len(todo)} points, one fresh process each", flush=True)
     points = run_points(todo, target_s=target_s, repeats=repeats,

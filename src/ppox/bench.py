@@ -1127,6 +1127,17 @@ def scaling_plan(quick: bool) -> dict[str, tuple[int, ...]]:
     return {CARTPOLE: POW2, LARGE_OBS: POW2, BRAX_TASK: POW4}
 
 
+def override_plan(plan: Mapping[str, tuple[int, ...]], envs: Sequence[str] | None,
+                  num_envs: Sequence[int] | None,
+                  default: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """``plan`` with ``--envs`` (those envs only; ``default`` sizes for an env the plan
+    lacks) and ``--num-envs`` (these sizes for every env) applied."""
+    out = {e: tuple(plan.get(e, default)) for e in envs} if envs else dict(plan)
+    if num_envs:
+        out = {e: tuple(num_envs) for e in out}
+    return out
+
+
 def roofline_plan(quick: bool) -> dict[str, tuple[int, ...]]:
     """``{env_id: num_envs values}`` of the roofline benchmark (three programs per point).
 
@@ -1464,8 +1475,7 @@ def cmd_bench(argv: Sequence[str]) -> int:
     if not args.skip_scaling:
         scaling, roofline = scaling_plan(quick), roofline_plan(quick)
         if args.envs or args.num_envs:
-            envs = args.envs or tuple(scaling)
-            scaling = {e: tuple(args.num_envs or scaling.get(e, (64,))) for e in envs}
+            scaling = override_plan(scaling, args.envs, args.num_envs, (64,))
             roofline = scaling
         points = run_points(merged_points(scaling, roofline), target_s=target_s,
                             repeats=repeats, log=lambda s: print(s, flush=True))
