@@ -13,6 +13,10 @@ Suites:
     MLPs, 500k steps (quick: 100k), against rejax (same jax/XLA as ppox) and SB3 (PyTorch;
     ~5k steps/s here, so it gets a smaller budget, 100k steps (quick: 20k): its steps/s
     barely depends on the budget, its final return does -- the table says so).
+    On a multi-core host ppox also runs as ``ppox-dp``: the same single run split across
+    one XLA CPU device per core (``ppox train --data-parallel``), since one XLA CPU
+    process runs these small ops on one core; its ratios to each peer are printed under
+    the table. The peers' single runs cannot use a second core.
   * ``brax``: brax/inverted_pendulum and brax/halfcheetah (spring backend) at 256 and 1024
     envs, ppox's per-env defaults (``ppox.defaults``) mapped to Brax's own PPO trainer
     (``num_envs=E, unroll_length=T, batch_size=E/M, num_minibatches=M,
@@ -32,6 +36,7 @@ the exact commands, ``machine_info()``) and ``side_by_side_<suite>.png``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -84,6 +89,10 @@ class Args:
     """extra XLA flags for the ppox processes only (e.g. to measure a flag's effect)"""
     also_ppox_flags: bool = False
     """run ppox twice: as it comes, and with --ppox-xla-flags (as "ppox+flags")"""
+    ppox_dp: bool | None = None
+    """also run ppox with its one run split across every CPU core (``--data-parallel``,
+    one XLA device per core), as "ppox-dp" (default: on for cartpole on a multi-core host,
+    off for brax); the peers run one process on one core as they come"""
     machine: str | None = None
     """results folder name (default: this machine's name)"""
 
@@ -110,11 +119,19 @@ def ppox_jobs(args: Args, cfg: object, hp: object, repeats: int,
     """ppox as it comes (with ``--ppox-xla-flags`` if given), or both with
     ``--also-ppox-flags``."""
     if args.also_ppox_flags and args.ppox_xla_flags:
-        return [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes),
+        jobs = [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes),
                 ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes,
                          name="ppox+flags", xla_flags=args.ppox_xla_flags)]
-    return [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes,
-                     xla_flags=args.ppox_xla_flags)]
+    else:
+        jobs = [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes,
+                         xla_flags=args.ppox_xla_flags)]
+    dp = args.ppox_dp if args.ppox_dp is not None else (
+        args.suite == "cartpole" and (os.cpu_count() or 1) > 1)
+    if dp:
+        jobs.append(ppox_job(cfg, hp, repeats=repeats, api="data_parallel",
+                             eval_episodes=eval_episodes, name="ppox-dp",
+                             xla_flags=args.ppox_xla_flags))
+    return jobs
 
 
 def cartpole_jobs(args: Args, num_envs: int) -> tuple[str, list[Job]]:

@@ -888,11 +888,17 @@ def ppox_worker_command(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0,
 def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Trains as a peer runner does and returns the same JSON fields.
 
-    ``api="fused"``: ``jax.jit(make_train(cfg)).lower(key, hp).compile()`` timed as
-    ``compile_s``, then the compiled program called ``repeats`` times (seeds seed, seed+1,
-    ...) under ``jax.block_until_ready`` -- the way the rejax runner times rejax.
+    ``api="fused"``: ``make_train(cfg)`` (validation and the env, which imports gymnax or
+    brax: ``setup_s``, untimed as the peers' runners leave their env construction untimed),
+    then ``jax.jit(train).lower(key, hp).compile()`` timed as ``compile_s``, then the
+    compiled program called ``repeats`` times (seeds seed, seed+1, ...) under
+    ``jax.block_until_ready`` -- the way the rejax runner times rejax.
     ``api="train_runs"``: ``ppox.host.run.train_runs`` (what ``ppox train`` runs: chunks,
     progress metrics on the host) once per repeat; its own compile/run split.
+    ``api="data_parallel"``: ``train_runs(..., data_parallel=True, progress_chunks=1)``:
+    one run split across every local device (the process needs several, e.g.
+    ``--xla_force_host_platform_device_count=2`` on a CPU host), its whole training one
+    chunk as in the fused program.
     ``final_return``: mean episodic return of the last 5% of the updates (at least
     ``num_envs`` episodes; ``ppox.host.metrics.final_return``), mean over repeats.
     ``eval_episodes > 0`` adds a deterministic evaluation (``ppox.evaluate``), untimed.
@@ -905,6 +911,7 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     from ppox import make_train
     from ppox.config import HParams, config_from_dict, config_to_dict
     from ppox.host.metrics import final_return
+    from ppox.trainer import build
 
     cfg = config_from_dict(dict(spec["config"]))
     hp = HParams(**spec.get("hparams", {}))
@@ -915,10 +922,14 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     run_s: list[float] = []
     returns: list[float] = []
     states = []
+    t0 = time.perf_counter()
+    build(cfg)  # validation and the env (the first gymnax/brax import), before any timing
+    setup_s = time.perf_counter() - t0
     if api == "fused":
         hp_arr = hp.as_arrays()
+        train = make_train(cfg)
         t0 = time.perf_counter()
-        compiled = jax.jit(make_train(cfg)).lower(jax.random.PRNGKey(seed), hp_arr).compile()
+        compiled = jax.jit(train).lower(jax.random.PRNGKey(seed), hp_arr).compile()
         compile_s = time.perf_counter() - t0
         compile_list = [compile_s]
         for r in range(repeats):
@@ -929,19 +940,20 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
             host = {k: np.asarray(v) for k, v in metrics.items()}
             returns.append(float(final_return(host, min_episodes=cfg.num_envs)))
             states.append(state)
-    elif api == "train_runs":
+    elif api in ("train_runs", "data_parallel"):
         from ppox.host.run import train_runs
 
+        kwargs = {"data_parallel": True, "progress_chunks": 1} if api == "data_parallel" else {}
         compile_list = []
         for r in range(repeats):
-            res = train_runs(cfg, [hp], [seed + r])
+            res = train_runs(cfg, [hp], [seed + r], **kwargs)
             compile_list.append(res.compile_s)
             run_s.append(res.run_s)
             returns.append(float(res.final_return[0]))
             states.append(jax.tree.map(lambda x: x[0], res.state))
         compile_s = compile_list[0]
     else:
-        raise ValueError(f"unknown api {api!r}: fused or train_runs")
+        raise ValueError(f"unknown api {api!r}: fused, train_runs or data_parallel")
     out: dict[str, Any] = {
         "peer": "ppox",
         "versions": {"python": platform.python_version(),
@@ -951,6 +963,7 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
                    "total_timesteps_run": total, "num_updates": cfg.num_updates,
                    "api": api, "seed": seed, "repeats": repeats, "adam_eps": 1e-5,
                    "init": "orthogonal"},
+        "setup_s": setup_s,
         "compile_s": compile_s,
         "compile_s_per_repeat": compile_list,
         "run_s": run_s,
@@ -1018,10 +1031,15 @@ def ppox_job(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0, api: str = "
                                    api=api, eval_episodes=eval_episodes)
 
     env = _worker_env()
+    notes = []
+    if api == "data_parallel" and "device_count" not in env.get("XLA_FLAGS", ""):
+        devices = f"--xla_force_host_platform_device_count={_cpu_count()}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {devices}".strip()
+        notes.append(f"one run split across {_cpu_count()} CPU devices (one per core)")
     if xla_flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
-    return Job(name, cmd(0), env=env, cmd_for_round=cmd,
-               note=f"XLA_FLAGS += {xla_flags}" if xla_flags else "")
+        notes.append(f"XLA_FLAGS += {xla_flags}")
+    return Job(name, cmd(0), env=env, cmd_for_round=cmd, note="; ".join(notes))
 
 
 def peer_job(peer: str, cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0,
@@ -1073,7 +1091,9 @@ def run_side_by_side(jobs: Sequence[Job], rounds: int, *, timeout: float | None 
 def summarize_side_by_side(results: Mapping[str, Any],
                            reference: str = "ppox") -> dict[str, dict[str, Any]]:
     """Medians over rounds (and repeats) per implementation, and ``reference / peer``
-    ratios of steps/s and compile time. Every raw number stays in ``results``."""
+    ratios of steps/s and compile time. A variant of the reference (a name that starts with
+    it: ``ppox-dp``, ``ppox+flags``) gets ``vs_peers``: its own ratios against the reference
+    and every peer. Every raw number stays in ``results``."""
     summary: dict[str, dict[str, Any]] = {}
     for name, entry in results.items():
         ok = [r for r in entry["runs"] if "error" not in r]
@@ -1097,11 +1117,20 @@ def summarize_side_by_side(results: Mapping[str, Any],
                                           if r.get("eval_return") is not None]),
         }
     ref = summary.get(reference)
+    peers = [n for n, s in summary.items()
+             if not n.startswith(reference) and "skipped" not in s]
     for name, s in summary.items():
-        if ref is None or name == reference or "skipped" in s or "skipped" in ref:
+        if (ref is None or name.startswith(reference) or "skipped" in s
+                or "skipped" in ref):
             continue
         s["sps_ratio"] = ratio(ref["sps_median"], s["sps_median"])
         s["compile_ratio"] = ratio(ref["compile_s_median"], s["compile_s_median"])
+    for name, s in summary.items():  # variants of the reference ("ppox-dp", "ppox+flags")
+        if name != reference and name.startswith(reference) and "skipped" not in s:
+            s["vs_peers"] = {p: {"sps_ratio": ratio(s["sps_median"], summary[p]["sps_median"]),
+                                 "compile_ratio": ratio(s["compile_s_median"],
+                                                        summary[p]["compile_s_median"])}
+                             for p in [reference, *peers] if "skipped" not in summary[p]}
     return summary
 
 
@@ -1224,17 +1253,22 @@ def side_by_side_table(summary: Mapping[str, Mapping[str, Any]],
         if "skipped" in s:
             rows.append([name, "skipped: " + str(s["skipped"])[:60], "", "", "", "", "", ""])
             continue
+        peer = not name.startswith(reference)
         ret = fmt_num(s["final_return_median"], 1)
         if s.get("eval_return_median") == s.get("eval_return_median"):  # not NaN
             ret += f" (eval {fmt_num(s['eval_return_median'], 1)})"
         rows.append([name, fmt_num(s["total_timesteps"]), fmt_num(s["sps_median"]),
-                     "" if name == reference else fmt_num(s.get("sps_ratio"), 2) + "x",
+                     fmt_num(s.get("sps_ratio"), 2) + "x" if peer else "",
                      fmt_num(s["compile_s_median"], 1),
-                     "" if name == reference else fmt_num(s.get("compile_ratio"), 2) + "x",
+                     fmt_num(s.get("compile_ratio"), 2) + "x" if peer else "",
                      ret, s["runs"]])
-    return format_table(["impl", "steps", "steps/s (median)", f"{reference}/peer steps/s",
-                         "compile s", f"{reference}/peer compile", "final return", "runs"],
-                        rows)
+    table = format_table(["impl", "steps", "steps/s (median)", f"{reference}/peer steps/s",
+                          "compile s", f"{reference}/peer compile", "final return", "runs"],
+                         rows)
+    lines = [f"  {name}/{peer}: steps/s {fmt_num(r['sps_ratio'], 2)}x, compile "
+             f"{fmt_num(r['compile_ratio'], 2)}x"
+             for name, s in summary.items() for peer, r in s.get("vs_peers", {}).items()]
+    return "\n".join([table, *lines])
 
 
 def _pyplot() -> Any:

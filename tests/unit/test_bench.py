@@ -87,16 +87,20 @@ def test_side_by_side_with_fake_workers(tmp_path):
                            "final_return": ret})
         return [sys.executable, "-c", f"print('log line'); print({line!r})"]
 
-    jobs = [bench.Job("ppox", fake(200.0, 500.0)), bench.Job("peer", fake(100.0, 480.0)),
-            bench.Job("gone", None, skipped="no venv")]
+    jobs = [bench.Job("ppox", fake(200.0, 500.0)), bench.Job("ppox-dp", fake(300.0, 500.0)),
+            bench.Job("peer", fake(100.0, 480.0)), bench.Job("gone", None, skipped="no venv")]
     raw = bench.run_side_by_side(jobs, rounds=2)
     assert [r["round"] for r in raw["ppox"]["runs"]] == [0, 1]
     summary = bench.summarize_side_by_side(raw)
     assert summary["peer"]["sps_ratio"] == pytest.approx(2.0)
     assert summary["peer"]["compile_ratio"] == pytest.approx(1.0)
     assert summary["gone"] == {"skipped": "no venv"}
+    # a variant of ppox is compared with every peer, not counted as one
+    assert summary["ppox-dp"]["vs_peers"]["peer"]["sps_ratio"] == pytest.approx(3.0)
+    assert "vs_peers" not in summary["peer"]
     table = bench.side_by_side_table(summary)
     assert "2.00x" in table and "skipped: no venv" in table
+    assert "ppox-dp/peer: steps/s 3.00x" in table
     png = bench.plot_side_by_side({"fake": summary}, tmp_path / "s.png")
     assert png.stat().st_size > 0
 
