@@ -712,6 +712,7 @@ def measure_point(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *,
         "config": config_to_dict(cfg), "hparams": {k: float(v) for k, v in
                                                    hp.to_dict().items()},
         "flops": fc.as_dict(), "target_s": target_s, "repeats": repeats,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     rss_base = current_rss_mb()
     peak_base = peak_rss_mb()
@@ -740,14 +741,21 @@ def measure_point(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *,
     return out
 
 
-def _worker_env() -> dict[str, str]:
-    """The environment of a worker process: ours, with this ppox importable first."""
+def _worker_env(env_id: str | None = None) -> dict[str, str]:
+    """The environment of a worker process: ours, with this ppox importable first, and the
+    XLA CPU flags ``ppox train`` adds for ``env_id`` (``ppox._platform.ENV_CPU_XLA_FLAGS``)
+    unless ``XLA_FLAGS`` already names them or ``PPOX_ENV_XLA_FLAGS=0``."""
     import ppox
+    from ppox._platform import env_cpu_xla_flags
 
     env = dict(os.environ)
     src = str(Path(ppox.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if env_id is not None and env.get("PPOX_ENV_XLA_FLAGS") != "0":
+        added = [f for f in env_cpu_xla_flags(env_id)
+                 if f.split("=")[0] not in env.get("XLA_FLAGS", "")]
+        env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *added]).strip()
     return env
 
 
@@ -791,7 +799,7 @@ def point_in_process(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *
     spec = {"env_id": env_id, "num_envs": num_envs, "parts": list(parts),
             "target_s": target_s, "repeats": repeats, "seed": seed}
     cmd = [sys.executable, "-m", "ppox.bench", "point", json.dumps(spec)]
-    out = run_json_process(cmd, timeout=timeout, env=_worker_env())
+    out = run_json_process(cmd, timeout=timeout, env=_worker_env(env_id))
     out.setdefault("env_id", env_id)
     out.setdefault("num_envs", num_envs)
     out["command"] = shlex.join(["python", *cmd[1:]])
@@ -974,6 +982,7 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
                        "the updates (>= num_envs episodes), mean over repeats",
         "final_return_per_repeat": returns,
         "jax_devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     if eval_episodes > 0:
         from ppox.evaluate import make_evaluate
@@ -1030,8 +1039,10 @@ def ppox_job(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0, api: str = "
         return ppox_worker_command(cfg, hp, repeats=repeats, seed=seed + r * repeats,
                                    api=api, eval_episodes=eval_episodes)
 
-    env = _worker_env()
+    env = _worker_env(cfg.env_id)
     notes = []
+    if env.get("XLA_FLAGS", "") != os.environ.get("XLA_FLAGS", ""):
+        notes.append(f"XLA_FLAGS {env['XLA_FLAGS']} (ppox's per-env CPU flags)")
     if api == "data_parallel" and "device_count" not in env.get("XLA_FLAGS", ""):
         devices = f"--xla_force_host_platform_device_count={_cpu_count()}"
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {devices}".strip()

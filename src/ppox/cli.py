@@ -166,7 +166,10 @@ def _default_run_dir(env: str) -> Path:
 
 def cmd_train(argv: Sequence[str]) -> int:
     args, cfg, hp = resolve_train_args(argv)
+    from ppox._platform import apply_env_cpu_xla_flags
     from ppox.trainer import build
+
+    apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
 
     build(cfg)  # env + policy checks (e.g. a discrete-only option on a continuous env)
     from ppox.host.run import print_reporter, summary_lines, train_runs

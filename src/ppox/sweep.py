@@ -1147,6 +1147,9 @@ def cmd_sweep(argv: Sequence[str]) -> int:
                     "that the spec's values override. On a CPU every core is an XLA device "
                     "(PPOX_CPU_DEVICES=N chooses N), and the runs are split across them.",
         extra_fields=_sweep_fields())
+    from ppox._platform import apply_env_cpu_xla_flags
+
+    apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
     if args.run_dir is not None:
         raise ConfigError("ppox sweep writes into --out DIR; --run-dir is for ppox train")
     if args.resume or args.checkpoint_every:

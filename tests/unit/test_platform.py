@@ -1,0 +1,60 @@
+"""Per-environment XLA CPU flags: added only where measured, never over the user's own."""
+
+from __future__ import annotations
+
+import pytest
+from jax._src import xla_bridge
+
+from ppox import _platform, bench
+
+HALFCHEETAH_FLAGS = _platform.ENV_CPU_XLA_FLAGS["brax/halfcheetah"]
+
+
+@pytest.fixture
+def fresh_backend(monkeypatch):
+    """Pretend JAX has not started its backends (the state `ppox train` runs in)."""
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.delenv("PPOX_ENV_XLA_FLAGS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    return monkeypatch
+
+
+def test_flags_added_for_a_measured_env_only(fresh_backend):
+    import os
+
+    assert _platform.apply_env_cpu_xla_flags("CartPole-v1") == ()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    added = _platform.apply_env_cpu_xla_flags("brax/halfcheetah")
+    assert added == HALFCHEETAH_FLAGS
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=2", *HALFCHEETAH_FLAGS]
+    # idempotent: a second call adds nothing
+    assert _platform.apply_env_cpu_xla_flags("brax/halfcheetah") == ()
+
+
+def test_user_flags_win_and_opt_out(fresh_backend):
+    import os
+
+    fresh_backend.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
+    added = _platform.apply_env_cpu_xla_flags("brax/halfcheetah")
+    assert "--xla_cpu_use_fusion_emitters=false" not in added
+    assert os.environ["XLA_FLAGS"].count("xla_cpu_use_fusion_emitters") == 1
+    fresh_backend.setenv("XLA_FLAGS", "")
+    fresh_backend.setenv("PPOX_ENV_XLA_FLAGS", "0")
+    assert _platform.apply_env_cpu_xla_flags("brax/halfcheetah") == ()
+
+
+def test_nothing_once_backends_run_or_off_cpu(fresh_backend):
+    fresh_backend.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+    assert _platform.apply_env_cpu_xla_flags("brax/halfcheetah") == ()
+    fresh_backend.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    fresh_backend.setenv("JAX_PLATFORMS", "cuda")
+    assert _platform.apply_env_cpu_xla_flags("brax/halfcheetah") == ()
+
+
+def test_benchmark_workers_get_the_same_flags(fresh_backend):
+    env = bench._worker_env("brax/halfcheetah")
+    assert all(f in env["XLA_FLAGS"].split() for f in HALFCHEETAH_FLAGS)
+    assert bench._worker_env("CartPole-v1")["XLA_FLAGS"] == (
+        "--xla_force_host_platform_device_count=2")
