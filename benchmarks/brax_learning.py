@@ -41,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-data-parallel", action="store_true")
     args = parser.parse_args(argv)
 
+    from ppox._platform import apply_env_cpu_xla_flags
     from ppox.defaults import resolve
     from ppox.host.evaluation import evaluate_run
     from ppox.host.metrics import episode_means
     from ppox.host.plots import plot_learning_curves
     from ppox.host.run import print_reporter, train_runs
 
+    apply_env_cpu_xla_flags(args.env)  # as `ppox train` does, before jax starts
     cfg, hp = resolve(args.env)
     if args.total_timesteps:
         cfg = cfg.replace(total_timesteps=args.total_timesteps)
