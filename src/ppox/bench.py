@@ -896,11 +896,13 @@ def ppox_worker_command(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0,
 def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Trains as a peer runner does and returns the same JSON fields.
 
-    ``api="fused"``: ``make_train(cfg)`` (validation and the env, which imports gymnax or
-    brax: ``setup_s``, untimed as the peers' runners leave their env construction untimed),
-    then ``jax.jit(train).lower(key, hp).compile()`` timed as ``compile_s``, then the
-    compiled program called ``repeats`` times (seeds seed, seed+1, ...) under
-    ``jax.block_until_ready`` -- the way the rejax runner times rejax.
+    First ``build(cfg)`` (validation and the env, whose first use imports gymnax or brax)
+    is timed as ``setup_s``, apart from ``compile_s``, as the peers' runners leave their env
+    construction out of their compile time.
+    ``api="fused"``: ``jax.jit(make_train(cfg)).lower(key, hp).compile()``, its lowering and
+    compile timed as ``compile_s``, then the compiled program called ``repeats`` times
+    (seeds seed, seed+1, ...) under ``jax.block_until_ready`` -- the way the rejax runner
+    times rejax.
     ``api="train_runs"``: ``ppox.host.run.train_runs`` (what ``ppox train`` runs: chunks,
     progress metrics on the host) once per repeat; its own compile/run split.
     ``api="data_parallel"``: ``train_runs(..., data_parallel=True, progress_chunks=1)``:
