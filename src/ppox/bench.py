@@ -712,7 +712,6 @@ def measure_point(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *,
         "config": config_to_dict(cfg), "hparams": {k: float(v) for k, v in
                                                    hp.to_dict().items()},
         "flops": fc.as_dict(), "target_s": target_s, "repeats": repeats,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     rss_base = current_rss_mb()
     peak_base = peak_rss_mb()
@@ -741,22 +740,27 @@ def measure_point(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *,
     return out
 
 
-def _worker_env(env_id: str | None = None) -> dict[str, str]:
-    """The environment of a worker process: ours, with this ppox importable first, and the
-    XLA CPU flags ``ppox train`` adds for ``env_id`` (``ppox._platform.ENV_CPU_XLA_FLAGS``)
-    unless ``XLA_FLAGS`` already names them or ``PPOX_ENV_XLA_FLAGS=0``."""
+def _worker_env() -> dict[str, str]:
+    """The environment of a worker process: ours, with this ppox importable first."""
     import ppox
-    from ppox._platform import env_cpu_xla_flags
 
     env = dict(os.environ)
     src = str(Path(ppox.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    if env_id is not None and env.get("PPOX_ENV_XLA_FLAGS") != "0":
-        added = [f for f in env_cpu_xla_flags(env_id)
-                 if f.split("=")[0] not in env.get("XLA_FLAGS", "")]
-        env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *added]).strip()
     return env
+
+
+def _worker_platform(env_id: str, data_parallel: bool = False) -> None:
+    """In a worker process, before JAX starts: what ``ppox train`` sets up for ``env_id``
+    (its per-env XLA CPU flags, ``ppox._platform.apply_env_cpu_xla_flags``) and, for a
+    data-parallel run, one XLA CPU device per core (``ppox.cli.use_every_cpu_core``)."""
+    from ppox._platform import apply_env_cpu_xla_flags
+    from ppox.cli import use_every_cpu_core
+
+    apply_env_cpu_xla_flags(env_id)
+    if data_parallel:
+        use_every_cpu_core()
 
 
 def run_json_process(cmd: Sequence[str], *, timeout: float | None = None,
@@ -799,7 +803,7 @@ def point_in_process(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *
     spec = {"env_id": env_id, "num_envs": num_envs, "parts": list(parts),
             "target_s": target_s, "repeats": repeats, "seed": seed}
     cmd = [sys.executable, "-m", "ppox.bench", "point", json.dumps(spec)]
-    out = run_json_process(cmd, timeout=timeout, env=_worker_env(env_id))
+    out = run_json_process(cmd, timeout=timeout, env=_worker_env())
     out.setdefault("env_id", env_id)
     out.setdefault("num_envs", num_envs)
     out["command"] = shlex.join(["python", *cmd[1:]])
@@ -906,9 +910,9 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     ``api="train_runs"``: ``ppox.host.run.train_runs`` (what ``ppox train`` runs: chunks,
     progress metrics on the host) once per repeat; its own compile/run split.
     ``api="data_parallel"``: ``train_runs(..., data_parallel=True, progress_chunks=1)``:
-    one run split across every local device (the process needs several, e.g.
-    ``--xla_force_host_platform_device_count=2`` on a CPU host), its whole training one
-    chunk as in the fused program.
+    one run split across every local device (``python -m ppox.bench train`` exposes one
+    XLA CPU device per core for it, as ``ppox train`` does), its whole training one chunk
+    as in the fused program.
     ``final_return``: mean episodic return of the last 5% of the updates (at least
     ``num_envs`` episodes; ``ppox.host.metrics.final_return``), mean over repeats.
     ``eval_episodes > 0`` adds a deterministic evaluation (``ppox.evaluate``), untimed.
@@ -984,7 +988,6 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
                        "the updates (>= num_envs episodes), mean over repeats",
         "final_return_per_repeat": returns,
         "jax_devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     if eval_episodes > 0:
         from ppox.evaluate import make_evaluate
@@ -1041,14 +1044,14 @@ def ppox_job(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0, api: str = "
         return ppox_worker_command(cfg, hp, repeats=repeats, seed=seed + r * repeats,
                                    api=api, eval_episodes=eval_episodes)
 
-    env = _worker_env(cfg.env_id)
+    from ppox._platform import env_cpu_xla_flags
+
+    env = _worker_env()
     notes = []
-    if env.get("XLA_FLAGS", "") != os.environ.get("XLA_FLAGS", ""):
-        notes.append(f"XLA_FLAGS {env['XLA_FLAGS']} (ppox's per-env CPU flags)")
-    if api == "data_parallel" and "device_count" not in env.get("XLA_FLAGS", ""):
-        devices = f"--xla_force_host_platform_device_count={_cpu_count()}"
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {devices}".strip()
-        notes.append(f"one run split across {_cpu_count()} CPU devices (one per core)")
+    if env_cpu_xla_flags(cfg.env_id):  # the worker applies them, as `ppox train` does
+        notes.append(f"ppox's per-env XLA CPU flags {' '.join(env_cpu_xla_flags(cfg.env_id))}")
+    if api == "data_parallel":
+        notes.append("one run split across one XLA CPU device per core")
     if xla_flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
         notes.append(f"XLA_FLAGS += {xla_flags}")
@@ -1581,6 +1584,7 @@ def _worker_main(argv: Sequence[str]) -> int:
 
     spec = json.loads(argv[1])
     if argv[0] == "point":
+        _worker_platform(spec["env_id"])
         res = measure_point(spec["env_id"], int(spec["num_envs"]),
                             tuple(spec.get("parts", PARTS)),
                             target_s=float(spec.get("target_s", 2.0)),
@@ -1589,6 +1593,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     elif argv[0] == "matmul":
         res = matmul_peak(int(spec.get("n", 2048)), int(spec.get("repeats", 5)))
     else:
+        _worker_platform(spec["config"]["env_id"], spec.get("api") == "data_parallel")
         res = ppox_train_worker(spec)
     res["host"] = {"cpu_count": os.cpu_count(), "executable": sys.executable,
                    "xla_flags": os.environ.get("XLA_FLAGS", "")}

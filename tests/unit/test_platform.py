@@ -53,8 +53,14 @@ def test_nothing_once_backends_run_or_off_cpu(fresh_backend):
     assert _platform.apply_env_cpu_xla_flags("brax/halfcheetah") == ()
 
 
-def test_benchmark_workers_get_the_same_flags(fresh_backend):
-    env = bench._worker_env("brax/halfcheetah")
-    assert all(f in env["XLA_FLAGS"].split() for f in HALFCHEETAH_FLAGS)
-    assert bench._worker_env("CartPole-v1")["XLA_FLAGS"] == (
-        "--xla_force_host_platform_device_count=2")
+def test_benchmark_workers_set_up_like_ppox_train(fresh_backend):
+    import os
+
+    bench._worker_platform("brax/halfcheetah")
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=2", *HALFCHEETAH_FLAGS]
+    # a data-parallel worker gets one device per core, as `ppox train` does
+    fresh_backend.setenv("XLA_FLAGS", "")
+    fresh_backend.setenv("PPOX_CPU_DEVICES", "2")
+    bench._worker_platform("CartPole-v1", data_parallel=True)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
