@@ -13,15 +13,9 @@ the eval returns, timings, the config) and a PNG of the learning curve.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # one XLA device per core, before jax starts (see ppox.cli.use_every_cpu_core)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
-                               f"_device_count={len(os.sched_getaffinity(0))}").strip()
-
-import argparse
 import tempfile
 import time
 
@@ -48,7 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     from ppox.host.plots import plot_learning_curves
     from ppox.host.run import print_reporter, train_runs
 
-    apply_env_cpu_xla_flags(args.env)  # as `ppox train` does, before jax starts
+    # as `ppox train` does, before jax starts its backends: the env's CPU flags, and one
+    # XLA device per core when the run is split across devices
+    apply_env_cpu_xla_flags(args.env)
+    if not args.no_data_parallel:
+        from ppox.cli import use_every_cpu_core
+
+        use_every_cpu_core()
     cfg, hp = resolve(args.env)
     if args.total_timesteps:
         cfg = cfg.replace(total_timesteps=args.total_timesteps)
