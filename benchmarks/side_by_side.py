@@ -16,7 +16,9 @@ Suites:
     On a multi-core host ppox also runs as ``ppox-dp``: the same single run split across
     one XLA CPU device per core (``ppox train --data-parallel``), since one XLA CPU
     process runs these small ops on one core; its ratios to each peer are printed under
-    the table. The peers' single runs cannot use a second core.
+    the table. The peers' single runs cannot use a second core. It also runs as
+    ``ppox-split`` (``ppox train --split-networks``): one run on two devices, the actor's
+    and the critic's SGD steps at the same time, the arithmetic of one device.
   * ``brax``: brax/inverted_pendulum and brax/halfcheetah (spring backend) at 256 and 1024
     envs, ppox's per-env defaults (``ppox.defaults``) mapped to Brax's own PPO trainer
     (``num_envs=E, unroll_length=T, batch_size=E/M, num_minibatches=M,
@@ -93,6 +95,10 @@ class Args:
     """also run ppox with its one run split across every CPU core (``--data-parallel``,
     one XLA device per core), as "ppox-dp" (default: on for cartpole on a multi-core host,
     off for brax); the peers run one process on one core as they come"""
+    ppox_split: bool | None = None
+    """also run ppox with the actor's and the critic's updates on two devices at once
+    (``--split-networks``), as "ppox-split" (default: on for cartpole on a multi-core host,
+    off for brax)"""
     machine: str | None = None
     """results folder name (default: this machine's name)"""
 
@@ -125,12 +131,13 @@ def ppox_jobs(args: Args, cfg: object, hp: object, repeats: int,
     else:
         jobs = [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes,
                          xla_flags=args.ppox_xla_flags)]
-    dp = args.ppox_dp if args.ppox_dp is not None else (
-        args.suite == "cartpole" and (os.cpu_count() or 1) > 1)
-    if dp:
-        jobs.append(ppox_job(cfg, hp, repeats=repeats, api="data_parallel",
-                             eval_episodes=eval_episodes, name="ppox-dp",
-                             xla_flags=args.ppox_xla_flags))
+    multi_core_cartpole = args.suite == "cartpole" and (os.cpu_count() or 1) > 1
+    for flag, api, name in ((args.ppox_dp, "data_parallel", "ppox-dp"),
+                            (args.ppox_split, "split_networks", "ppox-split")):
+        if flag if flag is not None else multi_core_cartpole:
+            jobs.append(ppox_job(cfg, hp, repeats=repeats, api=api,
+                                 eval_episodes=eval_episodes, name=name,
+                                 xla_flags=args.ppox_xla_flags))
     return jobs
 
 

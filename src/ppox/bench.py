@@ -751,15 +751,18 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _worker_platform(env_id: str, data_parallel: bool = False) -> None:
+MULTI_DEVICE_APIS = ("data_parallel", "split_networks")  # one run over several devices
+
+
+def _worker_platform(env_id: str, multi_device: bool = False) -> None:
     """In a worker process, before JAX starts: what ``ppox train`` sets up for ``env_id``
     (its per-env XLA CPU flags, ``ppox._platform.apply_env_cpu_xla_flags``) and, for a
-    data-parallel run, one XLA CPU device per core (``ppox.cli.use_every_cpu_core``)."""
+    run spread over devices, one XLA CPU device per core (``ppox.cli.use_every_cpu_core``)."""
     from ppox._platform import apply_env_cpu_xla_flags
     from ppox.cli import use_every_cpu_core
 
     apply_env_cpu_xla_flags(env_id)
-    if data_parallel:
+    if multi_device:
         use_every_cpu_core()
 
 
@@ -913,6 +916,8 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     one run split across every local device (``python -m ppox.bench train`` exposes one
     XLA CPU device per core for it, as ``ppox train`` does), its whole training one chunk
     as in the fused program.
+    ``api="split_networks"``: the same with ``split_networks=True``: the actor's and the
+    critic's updates on two devices at once.
     ``final_return``: mean episodic return of the last 5% of the updates (at least
     ``num_envs`` episodes; ``ppox.host.metrics.final_return``), mean over repeats.
     ``eval_episodes > 0`` adds a deterministic evaluation (``ppox.evaluate``), untimed.
@@ -954,10 +959,10 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
             host = {k: np.asarray(v) for k, v in metrics.items()}
             returns.append(float(final_return(host, min_episodes=cfg.num_envs)))
             states.append(state)
-    elif api in ("train_runs", "data_parallel"):
+    elif api in ("train_runs", *MULTI_DEVICE_APIS):
         from ppox.host.run import train_runs
 
-        kwargs = {"data_parallel": True, "progress_chunks": 1} if api == "data_parallel" else {}
+        kwargs = {api: True, "progress_chunks": 1} if api in MULTI_DEVICE_APIS else {}
         compile_list = []
         for r in range(repeats):
             res = train_runs(cfg, [hp], [seed + r], **kwargs)
@@ -967,7 +972,8 @@ def ppox_train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
             states.append(jax.tree.map(lambda x: x[0], res.state))
         compile_s = compile_list[0]
     else:
-        raise ValueError(f"unknown api {api!r}: fused, train_runs or data_parallel")
+        raise ValueError(f"unknown api {api!r}: fused, train_runs, data_parallel or "
+                         "split_networks")
     out: dict[str, Any] = {
         "peer": "ppox",
         "versions": {"python": platform.python_version(),
@@ -1052,6 +1058,8 @@ def ppox_job(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0, api: str = "
         notes.append(f"ppox's per-env XLA CPU flags {' '.join(env_cpu_xla_flags(cfg.env_id))}")
     if api == "data_parallel":
         notes.append("one run split across one XLA CPU device per core")
+    elif api == "split_networks":
+        notes.append("one run, actor and critic updated on two XLA CPU devices at once")
     if xla_flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
         notes.append(f"XLA_FLAGS += {xla_flags}")
@@ -1593,7 +1601,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     elif argv[0] == "matmul":
         res = matmul_peak(int(spec.get("n", 2048)), int(spec.get("repeats", 5)))
     else:
-        _worker_platform(spec["config"]["env_id"], spec.get("api") == "data_parallel")
+        _worker_platform(spec["config"]["env_id"], spec.get("api") in MULTI_DEVICE_APIS)
         res = ppox_train_worker(spec)
     res["host"] = {"cpu_count": os.cpu_count(), "executable": sys.executable,
                    "xla_flags": os.environ.get("XLA_FLAGS", "")}

@@ -92,6 +92,11 @@ def _run_fields(env: str, config: Path | None, seed: int, num_seeds: int) -> lis
         ("data_parallel", A[bool, arg(help="split one run's envs across every local device "
                                            "(pays off for expensive envs, e.g. brax)")],
          dataclasses.field(default=False)),
+        ("split_networks", A[bool, arg(help="update the actor and the critic at the same time "
+                                            "on 2 devices, one run (pays off when the "
+                                            "update's small matmuls dominate, e.g. few envs "
+                                            "on a CPU)")],
+         dataclasses.field(default=False)),
     ]
 
 
@@ -178,15 +183,21 @@ def cmd_train(argv: Sequence[str]) -> int:
     if args.resume and args.run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
     seeds = [args.seed + i for i in range(args.num_seeds)]
-    if args.data_parallel and args.num_seeds != 1:
-        raise ConfigError("--data-parallel splits one run across devices; use --num-seeds 1")
+    if args.data_parallel and args.split_networks:
+        raise ConfigError("--data-parallel and --split-networks are two ways to spread one "
+                          "run over devices; choose one")
+    for flag, given in (("--data-parallel", args.data_parallel),
+                        ("--split-networks", args.split_networks)):
+        if given and args.num_seeds != 1:
+            raise ConfigError(f"{flag} spreads one run across devices; use --num-seeds 1")
     print(f"training {cfg.env_id}: {args.num_seeds} seed(s), {cfg.num_updates} updates of "
           f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {run_dir}", flush=True)
     result = train_runs(cfg, [hp] * len(seeds), seeds, run_dir=run_dir,
                         progress_chunks=args.progress_chunks,
                         checkpoint_every=args.checkpoint_every, resume=args.resume,
                         reporter=None if args.quiet else print_reporter(),
-                        data_parallel=args.data_parallel)
+                        data_parallel=args.data_parallel,
+                        split_networks=args.split_networks)
     for line in summary_lines(result):
         print(line, flush=True)
     return 0

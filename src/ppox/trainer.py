@@ -25,7 +25,7 @@ from ppox.losses import explained_variance, gae
 from ppox.networks import Params, Policy, make_policy
 from ppox.normalize import RewardScaler, RunningMeanStd
 from ppox.rollout import EnvCarry, RolloutContext, collect, to_transition
-from ppox.update import Batch, flat_params, flatten_time, make_optimizer, update
+from ppox.update import Batch, SplitLayout, flat_params, flatten_time, make_optimizer, update
 
 Metrics = dict[str, jax.Array]
 
@@ -62,14 +62,25 @@ class Setup:
     policy: Policy
     axis_name: str | None = None  # data parallelism over a named mesh axis
     num_shards: int = 1  # devices the envs are split across (1: no data parallelism)
+    split_axis: str | None = None  # network splitting: actor and critic SGD on 2 devices
 
     @property
     def local_envs(self) -> int:
         return self.cfg.num_envs // self.num_shards
 
 
-def build(cfg: PPOConfig, axis_name: str | None = None, num_shards: int = 1) -> Setup:
-    """Validates ``cfg`` and builds env and policy; every error here is a ``ConfigError``."""
+def build(cfg: PPOConfig, axis_name: str | None = None, num_shards: int = 1,
+          split_axis: str | None = None) -> Setup:
+    """Validates ``cfg`` and builds env and policy; every error here is a ``ConfigError``.
+
+    ``axis_name``/``num_shards``: data parallelism (the envs split across the devices of a
+    mesh axis). ``split_axis``: network splitting, a 2-device mesh axis on which device 0
+    updates the actor and device 1 the critic while both run the same rollout (see
+    ``ppox.update``). The two are exclusive.
+    """
+    if split_axis is not None and axis_name is not None:
+        raise ConfigError("network splitting and data parallelism cannot be combined: "
+                          "choose one")
     cfg.validate()
     env = make_env(cfg)
     policy = make_policy(cfg, env.spec)
@@ -79,7 +90,8 @@ def build(cfg: PPOConfig, axis_name: str | None = None, num_shards: int = 1) -> 
             f"data parallelism over {num_shards} devices needs num_envs={cfg.num_envs} "
             f"divisible by {num_shards} and each device's batch (num_envs/{num_shards} * "
             f"num_steps) divisible by num_minibatches={cfg.num_minibatches}")
-    return Setup(cfg=cfg, env=env, policy=policy, axis_name=axis_name, num_shards=num_shards)
+    return Setup(cfg=cfg, env=env, policy=policy, axis_name=axis_name, num_shards=num_shards,
+                 split_axis=split_axis)
 
 
 def init(setup: Setup, hp: HParams, key: jax.Array) -> TrainState:
@@ -89,7 +101,11 @@ def init(setup: Setup, hp: HParams, key: jax.Array) -> TrainState:
         key_env = jax.random.fold_in(key_env, lax.axis_index(setup.axis_name))
         key_next = jax.random.fold_in(key_next, lax.axis_index(setup.axis_name))
     params = setup.policy.init(key_params, hp.init_log_std)
-    opt_state = make_optimizer(setup.cfg, hp).init(flat_params(params)[0])
+    if setup.split_axis is None:
+        opt_state = make_optimizer(setup.cfg, hp).init(flat_params(params)[0])
+    else:  # each device: the optimizer state of the network it updates
+        own = SplitLayout.of(params, setup.split_axis).own(params)
+        opt_state = make_optimizer(setup.cfg, hp, setup.split_axis).init(own)
     obs, env_state = jax.vmap(setup.env.reset)(jax.random.split(key_env, setup.local_envs))
     return TrainState(
         params=params,
@@ -131,7 +147,8 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
         log_prob=flatten_time(tr.log_prob), value=flatten_time(tr.value),
         advantages=flatten_time(advantages), returns=flatten_time(returns))
     params, opt_state, metrics = update(cfg, hp, setup.policy, batch, state.params,
-                                       state.opt_state, key_update, setup.axis_name)
+                                       state.opt_state, key_update, setup.axis_name,
+                                       setup.split_axis)
 
     obs_stats = state.obs_stats
     if cfg.normalize_obs:  # after the update: old and new log-probs used the same stats
@@ -189,23 +206,27 @@ def make_train(cfg: PPOConfig) -> Callable[[jax.Array, HParams], tuple[TrainStat
     return train
 
 
-def make_init(cfg: PPOConfig, axis_name: str | None = None,
-              num_shards: int = 1) -> Callable[[jax.Array, HParams], TrainState]:
+def make_init(cfg: PPOConfig, axis_name: str | None = None, num_shards: int = 1,
+              split_axis: str | None = None) -> Callable[[jax.Array, HParams], TrainState]:
     """``init(key, hp) -> TrainState``. With ``axis_name`` it must run under ``shard_map``
     over ``num_shards`` devices: same parameters everywhere, ``num_envs / num_shards`` envs
-    with their own keys on each device."""
-    setup = build(cfg, axis_name, num_shards)
+    with their own keys on each device. With ``split_axis``, under ``shard_map`` over 2
+    devices given the same key: the same state on both but the optimizer state, which is
+    the actor's on device 0 and the critic's on device 1."""
+    setup = build(cfg, axis_name, num_shards, split_axis)
     return lambda key, hp: init(setup, hp.as_arrays(), key)
 
 
 def make_train_chunk(
     cfg: PPOConfig, chunk_size: int, axis_name: str | None = None, num_shards: int = 1,
+    split_axis: str | None = None,
 ) -> Callable[[TrainState, HParams, jax.Array], tuple[TrainState, Metrics]]:
     """``chunk(state, hp, n) -> (state, metrics [chunk_size])`` runs ``n <= chunk_size``
     updates (``n`` is traced: one compile serves every chunk, the last shorter one too).
     Rows ``>= n`` of the metrics are zeros. ``axis_name``: data parallelism (see
-    ``make_init``): gradients and statistics are averaged over the devices each step."""
-    setup = build(cfg, axis_name, num_shards)
+    ``make_init``): gradients and statistics are averaged over the devices each step.
+    ``split_axis``: network splitting (see ``make_init`` and ``ppox.update``)."""
+    setup = build(cfg, axis_name, num_shards, split_axis)
 
     def chunk(state: TrainState, hp: HParams, n: jax.Array) -> tuple[TrainState, Metrics]:
         hp = hp.as_arrays()

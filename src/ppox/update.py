@@ -4,6 +4,14 @@ Per epoch the batch is shuffled with one gather (memory: one batch), advantages 
 normalized per minibatch for all minibatches at once, and the minibatches are packed into
 one ``[M, mb, F]`` array, so the sequential SGD loop does nothing but the gradient step.
 Diagnostics are computed once per update on the whole batch, not accumulated per step.
+
+Network splitting (``split_axis``): the actor's and the critic's parameters are disjoint and
+so are their parts of the loss, so their SGD steps can run at the same time on two devices
+(``lax.axis_index(split_axis)``: 0 the actor, 1 the critic). Each device holds every
+parameter (it runs the whole rollout) but updates only its own network, from its own
+padded flat vector and Adam state; one scalar ``psum`` per step gives the global gradient
+norm the clip needs, and one ``all_gather`` after the last step shares the new parameters.
+The arithmetic is the single-device update's (up to float summation order).
 """
 
 from __future__ import annotations
@@ -63,6 +71,74 @@ class UpdateContext:
     template: Batch  # one row of the Batch, for unpacking packed minibatches
     unravel: Any  # flat parameter vector -> parameter pytree
     axis_name: str | None = None  # set under data parallelism: gradients are pmean-ed
+    split: SplitLayout | None = None  # set under network splitting (see the module doc)
+
+
+@dataclass(frozen=True, eq=False)
+class SplitLayout:
+    """The actor's and the critic's flat parameter vectors under network splitting.
+
+    The actor part is every parameter but ``"critic"`` (its MLP and, for continuous
+    policies, ``log_std``). Both vectors are zero-padded to one length, ``size``, so the two
+    devices' optimizer states have one shape; padding gets zero gradients and stays zero.
+    """
+
+    axis_name: str
+    size: int
+    actor_size: int
+    critic_size: int
+    unravel_actor: Any
+    unravel_critic: Any
+
+    @staticmethod
+    def of(params: Params, axis_name: str) -> SplitLayout:
+        actor, critic = _split_parts(params)
+        fa, unravel_actor = ravel_pytree(actor)
+        fc, unravel_critic = ravel_pytree(critic)
+        return SplitLayout(axis_name=axis_name, size=max(fa.size, fc.size),
+                           actor_size=fa.size, critic_size=fc.size,
+                           unravel_actor=unravel_actor, unravel_critic=unravel_critic)
+
+    def role(self) -> jax.Array:
+        """``0`` on the device that updates the actor, ``1`` on the critic's."""
+        return lax.axis_index(self.axis_name)
+
+    def own(self, params: Params) -> jax.Array:
+        """``[size]``: this device's network as a padded flat vector."""
+        actor, critic = _split_parts(params)
+        fa, fc = ravel_pytree(actor)[0], ravel_pytree(critic)[0]
+        pad = lambda f: jnp.pad(f, (0, self.size - f.size))
+        return jnp.where(self.role() == 0, pad(fa), pad(fc))
+
+    def join(self, own: jax.Array) -> Params:
+        """Every device's ``own`` vector -> the full parameter pytree (one ``all_gather``)."""
+        both = lax.all_gather(own, self.axis_name)
+        return {**self.unravel_actor(both[0, :self.actor_size]),
+                **self.unravel_critic(both[1, :self.critic_size])}
+
+
+def _split_parts(params: Params) -> tuple[Params, Params]:
+    return {k: v for k, v in params.items() if k != "critic"}, {"critic": params["critic"]}
+
+
+def clip_by_global_norm_across(max_norm: Any, axis_name: str) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` for a parameter vector split across ``axis_name``: the
+    norm is over every device's part (one scalar ``psum``); same state as optax's."""
+
+    def init_fn(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates: Any, state: optax.EmptyState, params: Any = None):
+        del params
+        sq = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(updates))
+        g_norm = jnp.sqrt(lax.psum(sq, axis_name))
+        trigger = g_norm < max_norm
+        updates = jax.tree.map(
+            lambda t: lax.select(trigger, t, (t / g_norm.astype(t.dtype)) * max_norm), updates)
+        return updates, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def flatten_time(x: jax.Array) -> jax.Array:
@@ -70,8 +146,11 @@ def flatten_time(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def make_optimizer(cfg: PPOConfig, hp: HParams) -> optax.GradientTransformation:
+def make_optimizer(cfg: PPOConfig, hp: HParams,
+                   split_axis: str | None = None) -> optax.GradientTransformation:
     """``clip_by_global_norm(max_grad_norm)`` then Adam (eps 1e-5) with a linear decay to 0.
+
+    ``split_axis``: under network splitting the global norm is taken across the devices.
 
     The schedule is always a function of the step count, annealed or not, so the optimizer
     state has the same structure either way. The learning rate drops once per update (not
@@ -85,8 +164,10 @@ def make_optimizer(cfg: PPOConfig, hp: HParams) -> optax.GradientTransformation:
         frac = 1.0 - (count // steps_per_update) / cfg.num_updates
         return hp.learning_rate * frac
 
+    clip = (optax.clip_by_global_norm(hp.max_grad_norm) if split_axis is None
+            else clip_by_global_norm_across(hp.max_grad_norm, split_axis))
     return optax.chain(
-        optax.clip_by_global_norm(hp.max_grad_norm),
+        clip,
         optax.adam(learning_rate=schedule, eps=1e-5),
     )
 
@@ -113,15 +194,39 @@ def ppo_loss(ctx: UpdateContext, flat: jax.Array, mb: Batch,
                    "approx_kl": approx_kl, "clip_frac": clip_frac}
 
 
+def split_loss(ctx: UpdateContext, own: jax.Array, mb: Batch,
+               key: jax.Array | None) -> jax.Array:
+    """Under network splitting: this device's part of ``ppo_loss`` as a function of its own
+    network (``pg - ent_coef * entropy`` for the actor, ``vf_coef * vf`` for the critic)."""
+    hp, cfg, split = ctx.hp, ctx.cfg, ctx.split
+    assert split is not None
+
+    def actor_part(own: jax.Array) -> jax.Array:
+        dist = ctx.policy.dist(split.unravel_actor(own[:split.actor_size]), mb.obs)
+        pg_loss, _ = ppo_clip_loss(dist.log_prob(mb.action), mb.log_prob, mb.advantages,
+                                   hp.clip_eps)
+        return pg_loss - hp.ent_coef * jnp.mean(dist.entropy(key))
+
+    def critic_part(own: jax.Array) -> jax.Array:
+        value = ctx.policy.value(split.unravel_critic(own[:split.critic_size]), mb.obs)
+        return hp.vf_coef * value_loss(value, mb.value, mb.returns, hp.vf_clip_eps,
+                                       cfg.clip_value_loss)
+
+    return lax.switch(split.role(), [actor_part, critic_part], own)
+
+
 def sgd_step(ctx: UpdateContext, opt: OptState,
              xs: tuple[jax.Array, jax.Array | None]) -> tuple[OptState, None]:
     """One minibatch (packed rows ``[mb, F]``): gradient, (pmean), clip, Adam."""
     packed, key = xs
     mb = unpack(packed, ctx.template, batch_ndim=1)
-    grads, _ = jax.grad(ppo_loss, argnums=1, has_aux=True)(ctx, opt.params, mb, key)
+    if ctx.split is not None:
+        grads = jax.grad(split_loss, argnums=1)(ctx, opt.params, mb, key)
+    else:
+        grads, _ = jax.grad(ppo_loss, argnums=1, has_aux=True)(ctx, opt.params, mb, key)
     if ctx.axis_name is not None:
         grads = lax.pmean(grads, ctx.axis_name)
-    tx = make_optimizer(ctx.cfg, ctx.hp)
+    tx = make_optimizer(ctx.cfg, ctx.hp, ctx.split.axis_name if ctx.split else None)
     updates, opt_state = tx.update(grads, opt.opt_state, opt.params)
     return OptState(optax.apply_updates(opt.params, updates), opt_state), None
 
@@ -162,11 +267,13 @@ def flat_params(params: Params) -> tuple[jax.Array, Any]:
 
 def update(cfg: PPOConfig, hp: HParams, policy: Policy, batch: Batch, params: Params,
            opt_state: Any, key: jax.Array, axis_name: str | None = None,
+           split_axis: str | None = None,
            ) -> tuple[Params, Any, dict[str, jax.Array]]:
     """``update_epochs`` passes of minibatch SGD over ``batch`` (``N`` rows, per device
-    under data parallelism).
+    under data parallelism; the whole batch on both devices under network splitting).
 
-    ``opt_state`` is over the flat parameter vector (``flat_params``). Returns the new
+    ``opt_state`` is over the flat parameter vector (``flat_params``; under network
+    splitting, over this device's ``SplitLayout.own`` vector). Returns the new
     parameters, the new optimizer state and diagnostics computed once, after the last step, on
     the whole batch with the updated parameters (advantages normalized over the batch):
     the loss parts, ``approx_kl`` and ``clip_frac`` of the new policy against the behaviour
@@ -179,14 +286,18 @@ def update(cfg: PPOConfig, hp: HParams, policy: Policy, batch: Batch, params: Pa
         ent_keys = jax.random.split(key_ent, cfg.update_epochs * cfg.num_minibatches).reshape(
             cfg.update_epochs, cfg.num_minibatches, *key_ent.shape)
     flat, unravel = flat_params(params)
+    split = None if split_axis is None else SplitLayout.of(params, split_axis)
     ctx = UpdateContext(cfg=cfg, hp=hp, policy=policy, unravel=unravel,
-                        template=jax.tree.map(lambda x: x[:1], batch), axis_name=axis_name)
-    opt = OptState(flat, opt_state)
+                        template=jax.tree.map(lambda x: x[:1], batch), axis_name=axis_name,
+                        split=split)
+    opt = OptState(flat if split is None else split.own(params), opt_state)
     new, _ = lax.scan(lambda o, xs: sgd_epoch(ctx, batch, o, xs), opt, (perms, ent_keys))
+    # under network splitting every device goes on with the full new parameters
+    new_flat = new.params if split is None else flat_params(split.join(new.params))[0]
     diag_batch = batch
     if cfg.normalize_advantages:
         diag_batch = batch.replace(advantages=normalize_advantages(batch.advantages))
-    _, metrics = ppo_loss(ctx, new.params, diag_batch,
+    _, metrics = ppo_loss(ctx, new_flat, diag_batch,
                           key_diag if policy.kind == "tanh_gaussian" else None)
-    metrics["update_norm"] = jnp.linalg.norm(new.params - flat)
-    return unravel(new.params), new.opt_state, metrics
+    metrics["update_norm"] = jnp.linalg.norm(new_flat - flat)
+    return unravel(new_flat), new.opt_state, metrics

@@ -160,3 +160,65 @@ def test_data_parallel_keeps_replicas_in_sync_and_learns():
     assert not out["same_envs"]  # each device steps its own envs (own keys)
     assert out["in_sync"]  # averaged gradients: bit-identical parameters everywhere
     assert out["first"] < 60.0 and out["final"] > 150.0, out
+
+
+SPLIT_NETWORKS_SCRIPT = textwrap.dedent("""
+    import json
+    import jax, numpy as np
+    from ppox import HParams, PPOConfig
+    from ppox.host.run import train_runs
+    out = {}
+    # a discrete policy, and a continuous one (log_std is the actor's) whose actor and
+    # critic differ in size (the two flat vectors are padded to one length)
+    for env, extra in (("CartPole-v1", {}),
+                       ("Pendulum-v1", {"actor_hidden": (32, 32), "critic_hidden": (64, 64)})):
+        cfg = PPOConfig(env_id=env, num_envs=4, num_steps=32, total_timesteps=4 * 32 * 10,
+                        update_epochs=2, num_minibatches=2, **extra)
+        hp = HParams(learning_rate=1e-3, max_grad_norm=0.1)  # the clip is active
+        one = train_runs(cfg, [hp], [3])
+        two = train_runs(cfg, [hp], [3], split_networks=True)
+        p1 = [np.asarray(x)[0] for x in jax.tree.leaves(one.state.params)]
+        p2 = [np.asarray(x) for x in jax.tree.leaves(two.state.params)]
+        out[env] = {
+            "devices": two.devices,
+            "max_diff": max(float(np.max(np.abs(a - b[0]))) for a, b in zip(p1, p2)),
+            "replicas_equal": all(np.array_equal(b[0], b[1]) for b in p2),
+            "loss": [np.asarray(one.metrics["loss"])[0].tolist(),
+                     np.asarray(two.metrics["loss"])[0].tolist()],
+            "update_norm": np.asarray(two.metrics["update_norm"])[0].tolist(),
+        }
+    print(json.dumps(out))
+""")
+
+
+def test_split_networks_equals_one_device():
+    """Actor and critic updated on two devices at once: the same parameters and losses as
+    one device (up to float summation order), with the gradient-norm clip active, so a
+    clip that missed the other device's norm would show; both devices hold every
+    parameter after each update."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SPLIT_NETWORKS_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for env_id, r in out.items():
+        assert r["devices"] == 2, env_id
+        assert r["replicas_equal"], env_id
+        assert min(r["update_norm"]) > 0, env_id  # every update moved the parameters
+        assert r["max_diff"] < 1e-4, (env_id, r["max_diff"])
+        np.testing.assert_allclose(r["loss"][0], r["loss"][1], rtol=1e-3, atol=1e-4)
+
+
+def test_split_networks_needs_two_devices_and_one_seed():
+    import pytest
+
+    from ppox.config import ConfigError
+
+    hp = HParams()
+    with pytest.raises(ConfigError, match="2 local devices"):
+        train_runs(SMALL, [hp], [0], split_networks=True)  # the tests run on one device
+    with pytest.raises(ConfigError, match="use one seed"):
+        train_runs(SMALL, [hp, hp], [0, 1], split_networks=True)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        train_runs(SMALL, [hp], [0], split_networks=True, data_parallel=True)

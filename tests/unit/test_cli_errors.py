@@ -38,6 +38,12 @@ CASES = [
     (["train", "--config", "/nonexistent/x.toml"], "does not exist", ""),
     (["train", "--env", "MNISTBandit-bsuite"], "downloads MNIST", ""),
     (["eval", "/nonexistent-run"], "is not a ppox run directory", ""),
+    (["train", "--split-networks", "--num-seeds", "2"],
+     "--split-networks spreads one run across devices", "--num-seeds 1"),
+    (["train", "--split-networks", "--data-parallel"], "choose one", ""),
+    # the tests run on one device (conftest): splitting needs two, and says how to get them
+    (["train", "--split-networks", "--total-timesteps", "1024"], "needs 2 local devices",
+     "xla_force_host_platform_device_count=2"),
 ]
 
 

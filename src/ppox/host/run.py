@@ -119,15 +119,19 @@ def print_reporter(out: TextIO = sys.stdout) -> Reporter:
 
 @lru_cache(maxsize=4)
 def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, shards: int,
-                      devices: tuple[Any, ...]) -> tuple[Any, Any]:
+                      devices: tuple[Any, ...], split_networks: bool = False,
+                      ) -> tuple[Any, Any]:
     """The compiled init and training-chunk programs for ``num_runs`` runs of ``cfg``
-    (``shards > 1``: one run split across ``shards`` devices), compiled once and reused by
+    (``shards > 1``: one run split across ``shards`` devices, its envs or, with
+    ``split_networks``, its actor and critic updates), compiled once and reused by
     every later call with the same static settings -- e.g. each equal batch of a sweep.
     ``devices`` (the local devices) is part of the key: the programs are placed on them."""
     del devices
     if shards > 1:
-        init_fn = data_parallel_jit(make_init(cfg, DATA_AXIS, shards), shards, 1)
-        chunk_fn = data_parallel_jit(make_train_chunk(cfg, chunk_size, DATA_AXIS, shards),
+        axes = ({"split_axis": DATA_AXIS} if split_networks
+                else {"axis_name": DATA_AXIS, "num_shards": shards})
+        init_fn = data_parallel_jit(make_init(cfg, **axes), shards, 1)
+        chunk_fn = data_parallel_jit(make_train_chunk(cfg, chunk_size, **axes),
                                      shards, 2, donate_argnums=(0,))
         hp = HParams().as_arrays()
         keys = shard_devices(run_keys([0] * shards), shards)
@@ -155,6 +159,7 @@ def train_runs(
     reporter: Reporter | None = None,
     stop_after_chunks: int | None = None,
     data_parallel: bool = False,
+    split_networks: bool = False,
 ) -> RunResult:
     """Trains ``len(seeds)`` runs (run ``i``: ``hparams[i]``, ``PRNGKey(seeds[i])``).
 
@@ -173,6 +178,10 @@ def train_runs(
         data_parallel: split one run's envs across every local device (gradients and
             statistics averaged each step). Needs a single seed; worth it when a run's
             envs are expensive (brax) and several devices are available.
+        split_networks: run one run on 2 devices, device 0 updating the actor and device 1
+            the critic at the same time (both run the rollout); the same arithmetic as one
+            device. Needs a single seed and 2 local devices; worth it when the update's
+            small matmuls dominate (few envs, e.g. CartPole at 4 envs on a CPU).
     """
     if len(hparams) != len(seeds):
         raise ValueError("need one HParams per seed")
@@ -184,11 +193,24 @@ def train_runs(
     chunk_size = chunk_size or default_chunk_size(num_updates, progress_chunks)
     run_names = [f"seed{s}" for s in seeds]
 
+    if data_parallel and split_networks:
+        raise ConfigError("data_parallel and split_networks are two ways to spread one run "
+                          "over devices and cannot be combined: choose one")
+    if (data_parallel or split_networks) and num_runs != 1:
+        raise ConfigError(f"{'data_parallel' if data_parallel else 'split_networks'} "
+                          f"spreads one run across devices, but {num_runs} seeds were given: "
+                          "use one seed (or neither option, to spread the seeds instead)")
     shards = len(jax.local_devices()) if data_parallel else 1
-    if data_parallel and num_runs != 1:
-        raise ConfigError("data parallelism splits one run across devices: use one seed")
-    if shards > 1:
+    if split_networks:
+        if len(jax.local_devices()) < 2:
+            raise ConfigError(
+                "split_networks needs 2 local devices, but JAX sees 1; on a CPU host start "
+                "the process with XLA_FLAGS=--xla_force_host_platform_device_count=2 (the "
+                "`ppox` CLI does this when the machine has 2+ cores)")
+        shards = 2
+    if data_parallel and shards > 1:
         build(cfg, DATA_AXIS, shards)  # checks the envs and minibatches split evenly
+    if shards > 1:
         hp_batch = hparams[0].as_arrays()
         keys = shard_devices(run_keys(seeds * shards), shards)
         place = partial(shard_devices, num_shards=shards)
@@ -199,7 +221,7 @@ def train_runs(
 
     t0 = time.perf_counter()
     init_c, chunk_c = compiled_programs(cfg, chunk_size, num_runs, shards,
-                                        tuple(jax.local_devices()))
+                                        tuple(jax.local_devices()), split_networks)
     compile_s = time.perf_counter() - t0
     state = init_c(keys, hp_batch)
 
