@@ -1155,6 +1155,9 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     if args.resume or args.checkpoint_every:
         raise ConfigError("ppox sweep does not checkpoint or resume; drop --resume and "
                           "--checkpoint-every")
+    if args.data_parallel or args.split_networks:
+        raise ConfigError("ppox sweep spreads its runs across the devices itself; drop "
+                          "--data-parallel / --split-networks (they spread one run)")
     if args.top_k < 1:
         raise ConfigError(f"top_k={args.top_k} must be >= 1")
     if args.memory_budget_gb is not None and not args.memory_budget_gb > 0:

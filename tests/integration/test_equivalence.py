@@ -187,6 +187,18 @@ SPLIT_NETWORKS_SCRIPT = textwrap.dedent("""
                      np.asarray(two.metrics["loss"])[0].tolist()],
             "update_norm": np.asarray(two.metrics["update_norm"])[0].tolist(),
         }
+    # stopped after 2 of 5 chunks with a checkpoint each chunk, then resumed: the same state
+    import tempfile
+    cfg = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 10, update_epochs=2,
+                    num_minibatches=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        kw = dict(split_networks=True, run_dir=tmp, progress_chunks=5)
+        whole = train_runs(cfg, [HParams()], [0], **kw)
+        train_runs(cfg, [HParams()], [0], checkpoint_every=1, stop_after_chunks=2, **kw)
+        resumed = train_runs(cfg, [HParams()], [0], resume=True, **kw)
+    out["resume_max_diff"] = max(
+        float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+        for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(resumed.state)))
     print(json.dumps(out))
 """)
 
@@ -195,13 +207,14 @@ def test_split_networks_equals_one_device():
     """Actor and critic updated on two devices at once: the same parameters and losses as
     one device (up to float summation order), with the gradient-norm clip active, so a
     clip that missed the other device's norm would show; both devices hold every
-    parameter after each update."""
+    parameter after each update; a resumed run continues exactly."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SPLIT_NETWORKS_SCRIPT], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out.pop("resume_max_diff") == 0.0  # resumed from a checkpoint: bit-identical
     for env_id, r in out.items():
         assert r["devices"] == 2, env_id
         assert r["replicas_equal"], env_id

@@ -44,6 +44,8 @@ CASES = [
     # the tests run on one device (conftest): splitting needs two, and says how to get them
     (["train", "--split-networks", "--total-timesteps", "1024"], "needs 2 local devices",
      "xla_force_host_platform_device_count=2"),
+    (["sweep", "--spec", "examples/sweep_cartpole.toml", "--out", "/tmp/ppox-never",
+      "--split-networks"], "ppox sweep spreads its runs across the devices itself", ""),
 ]
 
 
