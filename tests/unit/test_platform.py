@@ -59,8 +59,8 @@ def test_benchmark_workers_set_up_like_ppox_train(fresh_backend):
     bench._worker_platform("brax/halfcheetah")
     assert os.environ["XLA_FLAGS"].split() == [
         "--xla_force_host_platform_device_count=2", *HALFCHEETAH_FLAGS]
-    # a data-parallel worker gets one device per core, as `ppox train` does
+    # a worker of a run spread over devices gets one device per core, as `ppox train` does
     fresh_backend.setenv("XLA_FLAGS", "")
     fresh_backend.setenv("PPOX_CPU_DEVICES", "2")
-    bench._worker_platform("CartPole-v1", data_parallel=True)
+    bench._worker_platform("CartPole-v1", multi_device=True)
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
