@@ -1557,6 +1557,9 @@ def cmd_bench(argv: Sequence[str]) -> int:
               f"{cfg.update_epochs} epochs, {cfg.num_minibatches} minibatches, {peer_steps:,d} "
               f"steps, {rounds} round(s) of fresh processes", flush=True)
         jobs = [ppox_job(cfg, hp, repeats=in_proc)]
+        if (os.cpu_count() or 1) > 1:  # the run on two cores (see README, --split-networks)
+            jobs.append(ppox_job(cfg, hp, repeats=in_proc, api="split_networks",
+                                 name="ppox-split"))
         for peer in peers:
             if peer == "sb3":
                 sb3_cfg = cfg.replace(total_timesteps=min(peer_steps, 100_000))
