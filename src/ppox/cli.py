@@ -30,7 +30,8 @@ HPARAM_HELP = {
     "gae_lambda": "GAE lambda",
     "ent_coef": "entropy bonus coefficient",
     "vf_coef": "value-loss coefficient",
-    "max_grad_norm": "global gradient-norm clip (optax.clip_by_global_norm)",
+    "max_grad_norm": "gradient-norm clip bound (of every gradient together, or per network: "
+                     "see --grad-clip)",
     "init_log_std": "initial log std of Gaussian policies",
 }
 

@@ -22,6 +22,7 @@ from flax import struct
 Activation = Literal["tanh", "relu", "elu", "silu", "gelu"]
 PolicyKind = Literal["auto", "categorical", "gaussian", "tanh_gaussian"]
 Backend = Literal["spring", "positional", "generalized", "mjx"]
+GradClip = Literal["global", "per_network"]
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,11 @@ class PPOConfig:
         episode_length: time limit in agent steps for brax envs (truncation).
         action_repeat: physics steps per agent step (brax envs only).
         num_eval_episodes: episodes run by ``ppox eval`` and the end-of-train evaluation.
+        grad_clip: what ``HParams.max_grad_norm`` bounds: ``global``, the norm of the actor's
+            and the critic's gradients together (CleanRL, PureJaxRL); ``per_network``, each
+            network's gradient norm on its own, as with separate actor and critic
+            optimizers (rejax, Stoix). Under network splitting ``per_network`` needs no
+            collective per SGD step.
     """
 
     env_id: str = "CartPole-v1"
@@ -76,6 +82,7 @@ class PPOConfig:
     episode_length: int = 1000
     action_repeat: int = 1
     num_eval_episodes: int = 16
+    grad_clip: GradClip = "global"
 
     @property
     def batch_size(self) -> int:
@@ -124,6 +131,9 @@ class PPOConfig:
                 "lower --num-envs/--num-steps")
         if not self.obs_clip > 0:
             raise ConfigError(f"obs_clip={self.obs_clip!r} must be > 0")
+        if self.grad_clip not in ("global", "per_network"):
+            raise ConfigError(f"grad_clip={self.grad_clip!r} is not a clip scope; use "
+                              "--grad-clip global or --grad-clip per_network")
 
     def replace(self, **changes: Any) -> PPOConfig:
         return dataclasses.replace(self, **changes)

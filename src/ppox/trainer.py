@@ -25,7 +25,15 @@ from ppox.losses import explained_variance, gae
 from ppox.networks import Params, Policy, make_policy
 from ppox.normalize import RewardScaler, RunningMeanStd
 from ppox.rollout import EnvCarry, RolloutContext, collect, to_transition
-from ppox.update import Batch, SplitLayout, flat_params, flatten_time, make_optimizer, update
+from ppox.update import (
+    Batch,
+    SplitLayout,
+    critic_mask,
+    flat_params,
+    flatten_time,
+    make_optimizer,
+    update,
+)
 
 Metrics = dict[str, jax.Array]
 
@@ -102,7 +110,8 @@ def init(setup: Setup, hp: HParams, key: jax.Array) -> TrainState:
         key_next = jax.random.fold_in(key_next, lax.axis_index(setup.axis_name))
     params = setup.policy.init(key_params, hp.init_log_std)
     if setup.split_axis is None:
-        opt_state = make_optimizer(setup.cfg, hp).init(flat_params(params)[0])
+        opt_state = make_optimizer(setup.cfg, hp, critic=critic_mask(params)).init(
+            flat_params(params)[0])
     else:  # each device: the optimizer state of the network it updates
         own = SplitLayout.of(params, setup.split_axis).own(params)
         opt_state = make_optimizer(setup.cfg, hp, setup.split_axis).init(own)

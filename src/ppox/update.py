@@ -9,8 +9,9 @@ Network splitting (``split_axis``): the actor's and the critic's parameters are 
 so are their parts of the loss, so their SGD steps can run at the same time on two devices
 (``lax.axis_index(split_axis)``: 0 the actor, 1 the critic). Each device holds every
 parameter (it runs the whole rollout) but updates only its own network, from its own
-padded flat vector and Adam state; one scalar ``psum`` per step gives the global gradient
-norm the clip needs, and one ``all_gather`` after the last step shares the new parameters.
+padded flat vector and Adam state; with ``grad_clip="global"`` one scalar ``psum`` per step
+gives the global gradient norm the clip needs (``per_network`` needs none), and one
+``all_gather`` after the last step shares the new parameters.
 The arithmetic is the single-device update's (up to float summation order).
 """
 
@@ -72,6 +73,7 @@ class UpdateContext:
     unravel: Any  # flat parameter vector -> parameter pytree
     axis_name: str | None = None  # set under data parallelism: gradients are pmean-ed
     split: SplitLayout | None = None  # set under network splitting (see the module doc)
+    critic_mask: jax.Array | None = None  # for grad_clip="per_network" on one device
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,16 +143,47 @@ def clip_by_global_norm_across(max_norm: Any, axis_name: str) -> optax.GradientT
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def critic_mask(params: Params) -> jax.Array:
+    """``[P] bool``: which entries of the flat parameter vector (``flat_params``) are the
+    critic's."""
+    marks = {k: jax.tree.map(lambda x, c=(k == "critic"): jnp.full(x.shape, c, jnp.float32), v)
+             for k, v in params.items()}
+    return ravel_pytree(marks)[0] > 0.5
+
+
+def clip_by_norm_per_network(max_norm: Any,
+                             critic: jax.Array) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` applied to the actor's and the critic's entries of one
+    flat gradient vector (``critic``: the mask of the critic's entries) separately."""
+
+    def init_fn(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates: jax.Array, state: optax.EmptyState, params: Any = None):
+        del params
+        sq = jnp.square(updates)
+        norms = jnp.sqrt(jnp.stack([jnp.sum(jnp.where(critic, 0.0, sq)),
+                                    jnp.sum(jnp.where(critic, sq, 0.0))]))
+        scale = jnp.where(norms < max_norm, 1.0, max_norm / norms)
+        return updates * jnp.where(critic, scale[1], scale[0]), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def flatten_time(x: jax.Array) -> jax.Array:
     """``[T, B, ...] -> [T * B, ...]``: the one minibatch reshape helper."""
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def make_optimizer(cfg: PPOConfig, hp: HParams,
-                   split_axis: str | None = None) -> optax.GradientTransformation:
+def make_optimizer(cfg: PPOConfig, hp: HParams, split_axis: str | None = None,
+                   critic: jax.Array | None = None) -> optax.GradientTransformation:
     """``clip_by_global_norm(max_grad_norm)`` then Adam (eps 1e-5) with a linear decay to 0.
 
-    ``split_axis``: under network splitting the global norm is taken across the devices.
+    ``cfg.grad_clip == "per_network"`` clips the actor's and the critic's gradients each to
+    the bound (``critic``: the mask of the critic's entries, see ``critic_mask``).
+    ``split_axis``: under network splitting each device's vector is one network, and a
+    global norm is taken across the devices.
 
     The schedule is always a function of the step count, annealed or not, so the optimizer
     state has the same structure either way. The learning rate drops once per update (not
@@ -164,8 +197,14 @@ def make_optimizer(cfg: PPOConfig, hp: HParams,
         frac = 1.0 - (count // steps_per_update) / cfg.num_updates
         return hp.learning_rate * frac
 
-    clip = (optax.clip_by_global_norm(hp.max_grad_norm) if split_axis is None
-            else clip_by_global_norm_across(hp.max_grad_norm, split_axis))
+    if cfg.grad_clip == "per_network" and split_axis is None:
+        if critic is None:
+            raise ValueError("grad_clip='per_network' needs the critic mask (critic_mask)")
+        clip = clip_by_norm_per_network(hp.max_grad_norm, critic)
+    elif cfg.grad_clip == "global" and split_axis is not None:
+        clip = clip_by_global_norm_across(hp.max_grad_norm, split_axis)
+    else:  # global on one device, or one network per device
+        clip = optax.clip_by_global_norm(hp.max_grad_norm)
     return optax.chain(
         clip,
         optax.adam(learning_rate=schedule, eps=1e-5),
@@ -226,7 +265,8 @@ def sgd_step(ctx: UpdateContext, opt: OptState,
         grads, _ = jax.grad(ppo_loss, argnums=1, has_aux=True)(ctx, opt.params, mb, key)
     if ctx.axis_name is not None:
         grads = lax.pmean(grads, ctx.axis_name)
-    tx = make_optimizer(ctx.cfg, ctx.hp, ctx.split.axis_name if ctx.split else None)
+    tx = make_optimizer(ctx.cfg, ctx.hp, ctx.split.axis_name if ctx.split else None,
+                        ctx.critic_mask)
     updates, opt_state = tx.update(grads, opt.opt_state, opt.params)
     return OptState(optax.apply_updates(opt.params, updates), opt_state), None
 
@@ -289,7 +329,9 @@ def update(cfg: PPOConfig, hp: HParams, policy: Policy, batch: Batch, params: Pa
     split = None if split_axis is None else SplitLayout.of(params, split_axis)
     ctx = UpdateContext(cfg=cfg, hp=hp, policy=policy, unravel=unravel,
                         template=jax.tree.map(lambda x: x[:1], batch), axis_name=axis_name,
-                        split=split)
+                        split=split,
+                        critic_mask=(critic_mask(params) if cfg.grad_clip == "per_network"
+                                     and split is None else None))
     opt = OptState(flat if split is None else split.own(params), opt_state)
     new, _ = lax.scan(lambda o, xs: sgd_epoch(ctx, batch, o, xs), opt, (perms, ent_keys))
     # under network splitting every device goes on with the full new parameters

@@ -170,16 +170,22 @@ SPLIT_NETWORKS_SCRIPT = textwrap.dedent("""
     out = {}
     # a discrete policy, and a continuous one (log_std is the actor's) whose actor and
     # critic differ in size (the two flat vectors are padded to one length)
-    for env, extra in (("CartPole-v1", {}),
-                       ("Pendulum-v1", {"actor_hidden": (32, 32), "critic_hidden": (64, 64)})):
+    # and the per-network clip (no collective per step), which must differ from the global
+    clip_runs = []
+    cases = (("CartPole-v1", {}),
+             ("Pendulum-v1", {"actor_hidden": (32, 32), "critic_hidden": (64, 64)}),
+             ("CartPole-v1", {"grad_clip": "per_network"}))
+    for env, extra in cases:
         cfg = PPOConfig(env_id=env, num_envs=4, num_steps=32, total_timesteps=4 * 32 * 10,
                         update_epochs=2, num_minibatches=2, **extra)
         hp = HParams(learning_rate=1e-3, max_grad_norm=0.1)  # the clip is active
         one = train_runs(cfg, [hp], [3])
         two = train_runs(cfg, [hp], [3], split_networks=True)
+        if env == "CartPole-v1":
+            clip_runs.append(one)
         p1 = [np.asarray(x)[0] for x in jax.tree.leaves(one.state.params)]
         p2 = [np.asarray(x) for x in jax.tree.leaves(two.state.params)]
-        out[env] = {
+        out[env + "/" + extra.get("grad_clip", "global")] = {
             "devices": two.devices,
             "max_diff": max(float(np.max(np.abs(a - b[0]))) for a, b in zip(p1, p2)),
             "replicas_equal": all(np.array_equal(b[0], b[1]) for b in p2),
@@ -187,6 +193,9 @@ SPLIT_NETWORKS_SCRIPT = textwrap.dedent("""
                      np.asarray(two.metrics["loss"])[0].tolist()],
             "update_norm": np.asarray(two.metrics["update_norm"])[0].tolist(),
         }
+    out["clip_scopes_differ"] = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
+            *(jax.tree.leaves(r.state.params) for r in clip_runs))) > 1e-3
     # stopped after 2 of 5 chunks with a checkpoint each chunk, then resumed: the same state
     import tempfile
     cfg = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 10, update_epochs=2,
@@ -215,6 +224,7 @@ def test_split_networks_equals_one_device():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out.pop("resume_max_diff") == 0.0  # resumed from a checkpoint: bit-identical
+    assert out.pop("clip_scopes_differ")  # the clip was active: the two scopes train apart
     for env_id, r in out.items():
         assert r["devices"] == 2, env_id
         assert r["replicas_equal"], env_id
