@@ -18,7 +18,9 @@ Suites:
     process runs these small ops on one core; its ratios to each peer are printed under
     the table. The peers' single runs cannot use a second core. It also runs as
     ``ppox-split`` (``ppox train --split-networks``): one run on two devices, the actor's
-    and the critic's SGD steps at the same time, the arithmetic of one device.
+    and the critic's SGD steps at the same time, the arithmetic of one device
+    (``--ppox-split-per-network`` adds ``ppox-split-pn``: the same with each network's
+    gradient norm clipped on its own, ``grad_clip="per_network"``).
   * ``brax``: brax/inverted_pendulum and brax/halfcheetah (spring backend) at 256 and 1024
     envs, ppox's per-env defaults (``ppox.defaults``) mapped to Brax's own PPO trainer
     (``num_envs=E, unroll_length=T, batch_size=E/M, num_minibatches=M,
@@ -99,6 +101,10 @@ class Args:
     """also run ppox with the actor's and the critic's updates on two devices at once
     (``--split-networks``), as "ppox-split" (default: on for cartpole on a multi-core host,
     off for brax)"""
+    ppox_split_per_network: bool = False
+    """also run ppox-split with ``grad_clip="per_network"`` (each network's gradient norm
+    clipped on its own, as with separate actor and critic optimizers; no collective per
+    SGD step), as "ppox-split-pn" """
     machine: str | None = None
     """results folder name (default: this machine's name)"""
 
@@ -138,6 +144,10 @@ def ppox_jobs(args: Args, cfg: object, hp: object, repeats: int,
             jobs.append(ppox_job(cfg, hp, repeats=repeats, api=api,
                                  eval_episodes=eval_episodes, name=name,
                                  xla_flags=args.ppox_xla_flags))
+    if args.ppox_split_per_network:
+        jobs.append(ppox_job(cfg.replace(grad_clip="per_network"), hp, repeats=repeats,
+                             api="split_networks", eval_episodes=eval_episodes,
+                             name="ppox-split-pn", xla_flags=args.ppox_xla_flags))
     return jobs
 
 

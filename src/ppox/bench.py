@@ -1060,6 +1060,8 @@ def ppox_job(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0, api: str = "
         notes.append("one run split across one XLA CPU device per core")
     elif api == "split_networks":
         notes.append("one run, actor and critic updated on two XLA CPU devices at once")
+    if getattr(cfg, "grad_clip", "global") != "global":
+        notes.append(f"grad_clip={cfg.grad_clip}")
     if xla_flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
         notes.append(f"XLA_FLAGS += {xla_flags}")

@@ -58,7 +58,7 @@ class PPOConfig:
         grad_clip: what ``HParams.max_grad_norm`` bounds: ``global``, the norm of the actor's
             and the critic's gradients together (CleanRL, PureJaxRL); ``per_network``, each
             network's gradient norm on its own, as with separate actor and critic
-            optimizers (rejax, Stoix). Under network splitting ``per_network`` needs no
+            optimizers (Stoix). Under network splitting ``per_network`` needs no
             collective per SGD step.
     """
 
