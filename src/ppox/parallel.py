@@ -62,7 +62,8 @@ DATA_AXIS = "data"
 
 def data_parallel_jit(fn: Callable[..., Any], num_shards: int, num_replicated: int,
                       donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
-    """One run split across ``num_shards`` devices (data parallelism).
+    """One run split across ``num_shards`` devices (data parallelism, or network splitting
+    with the same axis as ``split_axis``).
 
     ``fn(local, *replicated)`` sees its device's slice of the first argument without the
     device axis, and calls collectives over ``DATA_AXIS``. The first argument and every
