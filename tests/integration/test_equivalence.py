@@ -112,10 +112,12 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_script(devices: int) -> dict:
+def _run_script(devices: int, script: str = MULTI_DEVICE_SCRIPT) -> dict:
+    """Runs ``script`` in a fresh process with ``devices`` XLA CPU devices; its last line of
+    stdout, as JSON."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], env=env,
+    proc = subprocess.run([sys.executable, "-c", script], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -149,12 +151,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent("""
 
 
 def test_data_parallel_keeps_replicas_in_sync_and_learns():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL_SCRIPT], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run_script(2, DATA_PARALLEL_SCRIPT)
     assert out["devices"] == 2
     assert out["local_envs"] == [2, 4]  # 8 envs: 4 on each device
     assert not out["same_envs"]  # each device steps its own envs (own keys)
@@ -217,12 +214,7 @@ def test_split_networks_equals_one_device():
     one device (up to float summation order), with the gradient-norm clip active, so a
     clip that missed the other device's norm would show; both devices hold every
     parameter after each update; a resumed run continues exactly."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SPLIT_NETWORKS_SCRIPT], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run_script(2, SPLIT_NETWORKS_SCRIPT)
     assert out.pop("resume_max_diff") == 0.0  # resumed from a checkpoint: bit-identical
     assert out.pop("clip_scopes_differ")  # the clip was active: the two scopes train apart
     for env_id, r in out.items():
