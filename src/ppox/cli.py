@@ -69,7 +69,8 @@ def _config_fields(defaults: PPOConfig, hp: HParams) -> list[tuple[str, Any, Any
     return fields
 
 
-def _run_fields(env: str, config: Path | None, seed: int, num_seeds: int) -> list[tuple]:
+def _run_fields(env: str, config: Path | None, seed: int, num_seeds: int,
+                layout: str = "single") -> list[tuple]:
     A = Annotated
     arg = tyro.conf.arg
     return [
@@ -87,17 +88,18 @@ def _run_fields(env: str, config: Path | None, seed: int, num_seeds: int) -> lis
          dataclasses.field(default=20)),
         ("checkpoint_every", A[int, arg(help="save the full state every N chunks (0: at the end)")],
          dataclasses.field(default=0)),
-        ("resume", A[bool, arg(help="continue the run in --run-dir from its last checkpoint")],
+        ("resume", A[bool, arg(help="continue the run in --run-dir from its last checkpoint, "
+                                    "with the settings in its config.toml")],
          dataclasses.field(default=False)),
         ("quiet", A[bool, arg(help="no progress lines")], dataclasses.field(default=False)),
         ("data_parallel", A[bool, arg(help="split one run's envs across every local device "
                                            "(pays off for expensive envs, e.g. brax)")],
-         dataclasses.field(default=False)),
+         dataclasses.field(default=layout == "data_parallel")),
         ("split_networks", A[bool, arg(help="update the actor and the critic at the same time "
                                             "on 2 devices, one run (pays off when the "
                                             "update's small matmuls dominate, e.g. few envs "
                                             "on a CPU)")],
-         dataclasses.field(default=False)),
+         dataclasses.field(default=layout == "split_networks")),
     ]
 
 
@@ -109,6 +111,8 @@ class _Pre:
     config: Path | None = None
     seed: int | None = None
     num_seeds: int | None = None
+    run_dir: Path | None = None
+    resume: bool = False
 
 
 def _pre_parse(argv: Sequence[str]) -> _Pre:
@@ -129,11 +133,16 @@ def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
     from ppox.host.configfile import read_run_file
 
     pre = _pre_parse(argv)
-    file = read_run_file(pre.config) if pre.config is not None else None
+    source = pre.config
+    if source is None and pre.resume and pre.run_dir is not None:
+        # a resumed run starts from the settings it was started with
+        stored = pre.run_dir / "config.toml"
+        source = stored if stored.is_file() else None
+    file = read_run_file(source) if source is not None else None
     env = pre.env or (file.env if file and file.env else None) or PPOConfig().env_id
     check_env_id(env)
     cfg, hp = resolve(env)
-    seed, num_seeds = 0, 1
+    seed, num_seeds, layout = 0, 1, "single"
     if file is not None:
         from ppox.config import config_from_dict, hparams_from_dict
 
@@ -141,9 +150,10 @@ def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
         hp = hparams_from_dict(file.hparams, hp)
         seed = file.seed if file.seed is not None else seed
         num_seeds = file.num_seeds if file.num_seeds is not None else num_seeds
+        layout = file.layout or layout
     cls = dataclasses.make_dataclass(
         "TrainArgs",
-        [*_run_fields(env, pre.config, seed, num_seeds), *extra_fields,
+        [*_run_fields(env, pre.config, seed, num_seeds, layout), *extra_fields,
          *_config_fields(cfg, hp)],
         frozen=True,
     )
@@ -186,7 +196,8 @@ def cmd_train(argv: Sequence[str]) -> int:
     seeds = [args.seed + i for i in range(args.num_seeds)]
     if args.data_parallel and args.split_networks:
         raise ConfigError("--data-parallel and --split-networks are two ways to spread one "
-                          "run over devices; choose one")
+                          "run over devices; choose one (a config file's `layout` sets one: "
+                          "--no-data-parallel / --no-split-networks turns it off)")
     for flag, given in (("--data-parallel", args.data_parallel),
                         ("--split-networks", args.split_networks)):
         if given and args.num_seeds != 1:

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -50,3 +51,22 @@ def test_run_dir_contents_and_config_roundtrip(tmp_path, capsys):
     assert main(["train", "--config", str(run / "config.toml"), "--run-dir",
                  str(tmp_path / "b"), "--quiet"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == first
+
+
+def test_resume_continues_with_the_run_settings(tmp_path, capsys):
+    # a run started with non-default settings, cut after its 3rd of 4 checkpointed chunks:
+    # `--resume` with no other flag continues it with its own settings, to the same end
+    run = tmp_path / "a"
+    assert main(["train", "--total-timesteps", "8192", "--num-envs", "8", "--learning-rate",
+                 "1e-3", "--run-dir", str(run), "--quiet", "--progress-chunks", "4",
+                 "--checkpoint-every", "1"]) == 0
+    whole = capsys.readouterr().out.strip().splitlines()[-1]
+    steps = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [6, 8]
+    shutil.rmtree(run / "checkpoints" / "8")  # as if the process died before its last save
+    assert main(["train", "--run-dir", str(run), "--resume", "--quiet"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "8 updates of 8 envs" in out[0]  # the run's num_envs, not the default 4
+    assert out[-1] == whole
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == list(range(1, 9))

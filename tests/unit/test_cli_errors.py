@@ -72,6 +72,9 @@ def test_unknown_config_keys(tmp_path, capsys):
     bad.write_text("[hparams]\nlr = 4\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "unknown [hparams] key 'lr'" in capsys.readouterr().err
+    bad.write_text('layout = "sideways"\n')
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "layout='sideways' is not one of 'single'" in capsys.readouterr().err
 
 
 def test_cli_process_exit_code_and_no_traceback():
@@ -91,3 +94,24 @@ def test_compile_listener_does_see_a_training_compile(tmp_path, capsys):
     assert COMPILES, "the listener must see the training program being compiled"
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("final return: ")
+
+
+def test_resume_with_other_settings_is_refused_before_any_compile(tmp_path, capsys):
+    # a run dir as `ppox train --num-envs 8` leaves it (its config.toml is all that is read
+    # before the compile); resuming it with another num_envs or layout is one clear error
+    run = tmp_path / "run"
+    assert main(["train", "--num-envs", "8", "--total-timesteps", "2048", "--run-dir", str(run),
+                 "--quiet"]) == 0
+    stored = (run / "config.toml").read_text()
+    capsys.readouterr()
+    for argv, expected in (
+            (["--num-envs", "4"], "num_envs: 4 here, 8 in the run"),
+            (["--learning-rate", "1e-3"], "learning_rate: 0.001 here, 0.00025 in the run"),
+            (["--data-parallel"], "layout: 'data_parallel' here, 'single' in the run")):
+        COMPILES.clear()
+        assert main(["train", "--run-dir", str(run), "--resume", *argv]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: cannot resume '{run}'"), lines
+        assert expected in lines[0] and "start a new --run-dir" in lines[0]
+        assert COMPILES == []
+        assert (run / "config.toml").read_text() == stored  # the run's record is untouched

@@ -4,6 +4,9 @@ Format (every key optional; ``ppox train`` writes the resolved one into each run
 
     env = "CartPole-v1"
     seed = 0
+    num_seeds = 1
+    layout = "single"      # or "data_parallel" / "split_networks" (one run over devices)
+    layout_devices = 1     # devices one run's state is split over
     [config]        # PPOConfig fields
     num_envs = 4
     [hparams]       # HParams fields
@@ -30,7 +33,8 @@ from ppox.config import (
     hparam_names,
 )
 
-TOP_LEVEL_KEYS = ("env", "seed", "num_seeds", "config", "hparams")
+TOP_LEVEL_KEYS = ("env", "seed", "num_seeds", "layout", "layout_devices", "config", "hparams")
+LAYOUTS = ("single", "data_parallel", "split_networks")
 
 
 @dataclass
@@ -40,6 +44,8 @@ class RunFile:
     env: str | None = None
     seed: int | None = None
     num_seeds: int | None = None
+    layout: str | None = None
+    layout_devices: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
 
@@ -68,17 +74,25 @@ def read_run_file(path: str | Path) -> RunFile:
             raise ConfigError(
                 f"config file {str(path)!r}: unknown {what} key {bad[0]!r}; valid keys: "
                 f"{', '.join(known)}")
+    layout = data.get("layout")
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"config file {str(path)!r}: layout={layout!r} is not one of "
+                          f"{', '.join(map(repr, LAYOUTS))}")
     return RunFile(env=data.get("env"), seed=data.get("seed"), num_seeds=data.get("num_seeds"),
+                   layout=layout, layout_devices=data.get("layout_devices"),
                    config=cfg, hparams=hps)
 
 
-def run_file_dict(cfg: PPOConfig, hp: HParams, seed: int, num_seeds: int = 1) -> dict[str, Any]:
+def run_file_dict(cfg: PPOConfig, hp: HParams, seed: int, num_seeds: int = 1,
+                  layout: str = "single", layout_devices: int = 1) -> dict[str, Any]:
     conf = config_to_dict(cfg)
     env = conf.pop("env_id")
     return {
         "env": env,
         "seed": int(seed),
         "num_seeds": int(num_seeds),
+        "layout": layout,
+        "layout_devices": int(layout_devices),
         "config": conf,
         "hparams": {k: float(v) for k, v in hp.to_dict().items()},
     }
@@ -102,5 +116,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def write_run_file(path: str | Path, cfg: PPOConfig, hp: HParams, seed: int,
-                   num_seeds: int = 1) -> None:
-    atomic_write_text(path, tomli_w.dumps(run_file_dict(cfg, hp, seed, num_seeds)))
+                   num_seeds: int = 1, layout: str = "single", layout_devices: int = 1) -> None:
+    atomic_write_text(path, tomli_w.dumps(
+        run_file_dict(cfg, hp, seed, num_seeds, layout, layout_devices)))
+
+
+def run_file_differences(path: str | Path, given: dict[str, Any]) -> list[str]:
+    """What differs between the run file at ``path`` and ``given`` (a ``run_file_dict``),
+    one ``"name: here X, stored Y"`` string per setting. Keys the stored file lacks (a run
+    dir written before the setting existed) are not compared."""
+    stored = tomllib.loads(Path(path).read_text())
+    given = tomllib.loads(tomli_w.dumps(given))  # compare as TOML reads it (tuples -> lists)
+    out = []
+    for table in (None, "config", "hparams"):
+        old = stored.get(table, {}) if table else stored
+        new = given.get(table, {}) if table else given
+        for key, value in new.items():
+            if key in ("config", "hparams") and table is None:
+                continue
+            if key in old and old[key] != value:
+                out.append(f"{key}: {value!r} here, {old[key]!r} in the run")
+    return out

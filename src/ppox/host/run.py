@@ -25,7 +25,12 @@ import numpy as np
 
 from ppox.config import ConfigError, HParams, PPOConfig
 from ppox.host.checkpoint import StateCheckpoints, save_policy
-from ppox.host.configfile import atomic_write_text, write_run_file
+from ppox.host.configfile import (
+    atomic_write_text,
+    run_file_dict,
+    run_file_differences,
+    write_run_file,
+)
 from ppox.host.metrics import (
     MetricsWriter,
     episode_means,
@@ -219,6 +224,12 @@ def train_runs(
         keys = shard_batch(run_keys(seeds), num_runs)
         place = partial(shard_batch, batch=num_runs)
 
+    layout = ("data_parallel" if data_parallel else
+              "split_networks" if split_networks else "single")
+    run_file = run_file_dict(cfg, hparams[0], seeds[0], num_runs, layout, shards)
+    if run_dir is not None and resume:
+        _check_resume(Path(run_dir), run_file)  # before the compile
+
     t0 = time.perf_counter()
     init_c, chunk_c = compiled_programs(cfg, chunk_size, num_runs, shards,
                                         tuple(jax.local_devices()), split_networks)
@@ -231,7 +242,8 @@ def train_runs(
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_file(run_dir / "config.toml", cfg, hparams[0], seeds[0], num_runs)
+        write_run_file(run_dir / "config.toml", cfg, hparams[0], seeds[0], num_runs, layout,
+                       shards)
         ckpts = StateCheckpoints(run_dir)
         if resume and ckpts.latest_step() is not None:
             template = jax.eval_shape(lambda: state)
@@ -239,7 +251,7 @@ def train_runs(
             done = int(np.asarray(state.update_idx).reshape(-1)[0])
             truncate_metrics(run_dir / "metrics.jsonl", done)
             history = _load_history(run_dir / "metrics.jsonl", run_names, done)
-        elif not resume:
+        else:  # a new run, or a resume with no checkpoint yet: start from update 0
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         writer = MetricsWriter(run_dir / "metrics.jsonl")
 
@@ -307,6 +319,21 @@ def train_runs(
         atomic_write_text(run_dir / "summary.json", json.dumps(to_jsonable(summary(result)),
                                                                indent=2))
     return result
+
+
+def _check_resume(run_dir: Path, run_file: dict[str, Any]) -> None:
+    """A resumed run must keep the settings it started with: its checkpoint holds state
+    shaped by them (num_envs, networks, devices) and its learning-rate schedule and
+    metrics assume them. One ``ConfigError`` naming every difference, before any compile."""
+    path = run_dir / "config.toml"
+    if not path.is_file():
+        return  # nothing recorded to compare with (a run dir from outside ppox train)
+    diffs = run_file_differences(path, run_file)
+    if diffs:
+        raise ConfigError(
+            f"cannot resume {str(run_dir)!r} with other settings than it started with "
+            f"({'; '.join(diffs)}). `ppox train --run-dir {run_dir} --resume` with no other "
+            "flags reads them from its config.toml; to change them, start a new --run-dir")
 
 
 def _load_history(path: Path, run_names: list[str], upto: int) -> list[dict[str, np.ndarray]]:
