@@ -14,16 +14,25 @@ This initializer computes the same matrix with plain XLA ops: Gram-Schmidt (with
 re-orthogonalization pass) on the same Gaussian draw. Its Q has a positive-diagonal R,
 which is exactly jax's sign-corrected QR, so the result equals
 ``jax.nn.initializers.orthogonal`` for the same key up to float rounding (tested).
+
+``orthogonal_kernels`` initializes all of a policy's weight matrices in one go: one Gaussian
+draw of a zero-padded ``[layers, M, N]`` block and one (vmapped) Gram-Schmidt loop, instead
+of a key derivation, a draw and a loop per layer. Each matrix is still the Q of its own
+i.i.d. Gaussian block, so it has the same (Haar) distribution as ``orthogonal``'s; what
+changes is the compile: for the default 2x(64, 64) actor and critic on CartPole it took the
+training program's compile from 7.2 s to 5.2 s on a 2-core CPU (2026-11-27, the init part
+alone 3.6 s to 1.6 s).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -37,10 +46,36 @@ def _orthonormal_columns(a: jax.Array) -> jax.Array:
         mask = (cols < j).astype(a.dtype)
         for _ in range(2):  # "twice is enough": the second pass restores orthogonality
             v = v - q @ ((q.T @ v) * mask)
-        v = v / jnp.linalg.norm(v)
+        norm = jnp.linalg.norm(v)
+        v = v / jnp.where(norm > 0, norm, 1.0)  # a zero (padding) column stays zero
         return lax.dynamic_update_index_in_dim(q, v, j, axis=1)
 
     return lax.fori_loop(0, n, body, jnp.zeros((m, n), a.dtype))
+
+
+def orthogonal_kernels(key: jax.Array, shapes: Sequence[tuple[int, int]],
+                       scales: Sequence[float], dtype: Any = jnp.float32) -> list[jax.Array]:
+    """Orthogonal ``[rows, cols]`` matrices, ``scales[i] *`` an orthogonal ``shapes[i]``
+    matrix (orthonormal columns, or rows when rows < cols), all from one key.
+
+    The Gaussian block of matrix ``i`` is ``normal(key, [L, M, N])[i, :m, :n]`` with
+    ``(m, n) = (max(shape), min(shape))``; zero padding does not change the Gram-Schmidt of
+    the block, so matrix ``i`` is the Q of the QR of its block (R's diagonal positive).
+    """
+    if len(shapes) != len(scales) or not shapes:
+        raise ValueError("orthogonal_kernels needs one scale per shape, and a shape")
+    dims = [(max(r, c), min(r, c)) for r, c in shapes]
+    rows, cols = max(m for m, _ in dims), max(n for _, n in dims)
+    mask = np.zeros((len(dims), rows, cols), np.float32)
+    for i, (m, n) in enumerate(dims):
+        mask[i, :m, :n] = 1.0
+    blocks = jax.random.normal(key, mask.shape, dtype) * jnp.asarray(mask, dtype)
+    q = jax.vmap(_orthonormal_columns)(blocks)
+    out = []
+    for i, ((r, c), (m, n), scale) in enumerate(zip(shapes, dims, scales, strict=True)):
+        w = q[i, :m, :n]
+        out.append(jnp.asarray(scale, dtype) * (w.T if r < c else w))
+    return out
 
 
 def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Callable[..., jax.Array]:

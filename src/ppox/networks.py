@@ -3,11 +3,13 @@
 Initialization follows the common PPO implementations (CleanRL, PureJaxRL): orthogonal
 weights with gain sqrt(2) in hidden layers, 0.01 on the policy output and 1.0 on the value
 output, zero biases; a state-independent log-std vector for Gaussian policies. The
-orthogonal matrices come from ``ppox.initializers`` (no LAPACK call: see there why).
+orthogonal matrices come from ``ppox.initializers`` (no LAPACK call: see there why), all
+of a network's kernels from one draw (``MLP.init_params``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import numpy as np
 from ppox.config import ConfigError, PPOConfig
 from ppox.distributions import Categorical, Distribution, Gaussian, TanhGaussian
 from ppox.envs.core import Box, EnvSpec
-from ppox.initializers import orthogonal
+from ppox.initializers import orthogonal, orthogonal_kernels
 
 _ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -42,15 +44,30 @@ class MLP(nn.Module):
     activation: str = "tanh"
     out_gain: float = 1.0
 
+    def gains(self) -> list[float]:
+        """The orthogonal-init gain of each Dense layer's kernel, in order."""
+        return [math.sqrt(2.0)] * len(self.hidden) + [self.out_gain]
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
-        for width in self.hidden:
-            x = nn.Dense(width, kernel_init=orthogonal(math.sqrt(2.0)),
+        gains = self.gains()
+        for width, gain in zip(self.hidden, gains, strict=False):
+            x = nn.Dense(width, kernel_init=orthogonal(gain),
                          bias_init=nn.initializers.zeros)(x)
             x = act(x)
-        return nn.Dense(self.out_dim, kernel_init=orthogonal(self.out_gain),
+        return nn.Dense(self.out_dim, kernel_init=orthogonal(gains[-1]),
                         bias_init=nn.initializers.zeros)(x)
+
+    def init_params(self, key: jax.Array, in_dim: int) -> Params:
+        """The parameters ``init`` would make (same tree, same distribution), with every
+        kernel from one ``orthogonal_kernels`` call: a fraction of the compile time of
+        flax's layer-by-layer init (see ``ppox.initializers``)."""
+        widths = [in_dim, *self.hidden, self.out_dim]
+        shapes = list(itertools.pairwise(widths))
+        kernels = orthogonal_kernels(key, shapes, self.gains())
+        return {f"Dense_{i}": {"kernel": w, "bias": jnp.zeros((shape[1],), jnp.float32)}
+                for i, (w, shape) in enumerate(zip(kernels, shapes, strict=True))}
 
 
 def resolve_policy_kind(cfg: PPOConfig, spec: EnvSpec) -> str:
@@ -84,10 +101,10 @@ class Policy:
 
     def init(self, key: jax.Array, init_log_std: Any = 0.0) -> Params:
         key_actor, key_critic = jax.random.split(key)
-        dummy = jnp.zeros((1, *self.spec.obs_shape), jnp.float32)
+        in_dim = self.spec.obs_shape[-1]  # Dense acts on the last axis
         params = {
-            "actor": self.actor.init(key_actor, dummy)["params"],
-            "critic": self.critic.init(key_critic, dummy)["params"],
+            "actor": self.actor.init_params(key_actor, in_dim),
+            "critic": self.critic.init_params(key_critic, in_dim),
         }
         if self.kind != "categorical":
             params["log_std"] = jnp.full((self.spec.action_dim,), init_log_std, jnp.float32)
