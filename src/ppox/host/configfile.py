@@ -123,7 +123,7 @@ def write_run_file(path: str | Path, cfg: PPOConfig, hp: HParams, seed: int,
 
 def run_file_differences(path: str | Path, given: dict[str, Any]) -> list[str]:
     """What differs between the run file at ``path`` and ``given`` (a ``run_file_dict``),
-    one ``"name: here X, stored Y"`` string per setting. Keys the stored file lacks (a run
+    one ``"name: X here, Y in the run"`` string per setting. Keys the stored file lacks (a run
     dir written before the setting existed) are not compared."""
     stored = tomllib.loads(Path(path).read_text())
     given = tomllib.loads(tomli_w.dumps(given))  # compare as TOML reads it (tuples -> lists)
