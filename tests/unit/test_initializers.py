@@ -18,11 +18,16 @@ def test_matches_jax_orthogonal(shape, scale):
     np.testing.assert_allclose(ours, ref, atol=2e-5 * scale, rtol=1e-4)
 
 
+def _assert_orthogonal(w, scale=1.0):
+    """``w / scale`` has orthonormal columns (tall) or rows (wide)."""
+    w = np.asarray(w, np.float64) / scale
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    np.testing.assert_allclose(gram, np.eye(min(w.shape)), atol=1e-5)
+
+
 def test_is_orthogonal():
-    w = np.asarray(orthogonal()(jax.random.PRNGKey(0), (128, 64)), np.float64)
-    np.testing.assert_allclose(w.T @ w, np.eye(64), atol=1e-5)
-    w = np.asarray(orthogonal()(jax.random.PRNGKey(0), (8, 64)), np.float64)
-    np.testing.assert_allclose(w @ w.T, np.eye(8), atol=1e-5)
+    _assert_orthogonal(orthogonal()(jax.random.PRNGKey(0), (128, 64)))
+    _assert_orthogonal(orthogonal()(jax.random.PRNGKey(0), (8, 64)))
 
 
 def test_no_lapack_custom_call_in_the_program():
@@ -48,10 +53,7 @@ def test_orthogonal_kernels_are_the_q_of_their_own_gaussian_block(shapes):
         q = q * np.sign(np.diag(r))  # the QR with R's diagonal positive
         expected = scale * (q.T if shape[0] < shape[1] else q)
         np.testing.assert_allclose(np.asarray(w), expected, atol=2e-5 * scale, rtol=1e-4)
-        w64 = np.asarray(w, np.float64) / scale
-        small = min(shape)
-        gram = w64.T @ w64 if shape[0] >= shape[1] else w64 @ w64.T
-        np.testing.assert_allclose(gram, np.eye(small), atol=1e-5)
+        _assert_orthogonal(w, scale)
 
 
 def test_policy_init_has_flax_tree_and_gains():
@@ -68,10 +70,7 @@ def test_policy_init_has_flax_tree_and_gains():
         assert jax.tree.map(lambda x: x.shape, params[name]) == jax.tree.map(
             lambda x: x.shape, flax_tree)
         for i, gain in enumerate(net.gains()):
-            w = np.asarray(params[name][f"Dense_{i}"]["kernel"], np.float64) / gain
-            small = min(w.shape)
-            gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
-            np.testing.assert_allclose(gram, np.eye(small), atol=1e-5)
+            _assert_orthogonal(params[name][f"Dense_{i}"]["kernel"], gain)
             assert not np.asarray(params[name][f"Dense_{i}"]["bias"]).any()
     assert policy.actor.gains()[-1] == 0.01 and policy.critic.gains()[-1] == 1.0
     np.testing.assert_array_equal(np.asarray(params["log_std"]), -0.5)

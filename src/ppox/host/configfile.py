@@ -128,12 +128,9 @@ def run_file_differences(path: str | Path, given: dict[str, Any]) -> list[str]:
     stored = tomllib.loads(Path(path).read_text())
     given = tomllib.loads(tomli_w.dumps(given))  # compare as TOML reads it (tuples -> lists)
     out = []
-    for table in (None, "config", "hparams"):
-        old = stored.get(table, {}) if table else stored
-        new = given.get(table, {}) if table else given
+    pairs = [(stored, given)] + [(stored.get(t, {}), given[t]) for t in ("config", "hparams")]
+    for old, new in pairs:
         for key, value in new.items():
-            if key in ("config", "hparams") and table is None:
-                continue
-            if key in old and old[key] != value:
+            if not isinstance(value, dict) and key in old and old[key] != value:
                 out.append(f"{key}: {value!r} here, {old[key]!r} in the run")
     return out
