@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     # XLA device per core when the run is split across devices
     apply_env_cpu_xla_flags(args.env)
     if not args.no_data_parallel:
-        from ppox.cli import use_every_cpu_core
+        from ppox._platform import use_every_cpu_core
 
         use_every_cpu_core()
     cfg, hp = resolve(args.env)

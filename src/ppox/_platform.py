@@ -83,3 +83,27 @@ def apply_env_cpu_xla_flags(env_id: str) -> tuple[str, ...]:
     if added:
         os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
     return added
+
+
+def use_every_cpu_core() -> int:
+    """Exposes each CPU core as an XLA device (``--xla_force_host_platform_device_count``).
+
+    XLA runs these programs' small ops on one thread per device, so batches of runs (seeds,
+    sweeps) are split across devices to use every core. Only done when the user has not
+    set the device count, the CPU backend is in use, and JAX has not started its backends
+    yet; ``PPOX_CPU_DEVICES=N`` chooses N (1 turns this off). Returns the count set (0: none).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if "xla_force_host_platform_device_count" in flags or (platforms and "cpu" not in platforms):
+        return 0
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return 0
+    want = os.environ.get("PPOX_CPU_DEVICES")
+    n = int(want) if want else len(os.sched_getaffinity(0))
+    if n <= 1:
+        return 0
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    return n

@@ -757,13 +757,17 @@ MULTI_DEVICE_APIS = ("data_parallel", "split_networks")  # one run over several 
 def _worker_platform(env_id: str, multi_device: bool = False) -> None:
     """In a worker process, before JAX starts: what ``ppox train`` sets up for ``env_id``
     (its per-env XLA CPU flags, ``ppox._platform.apply_env_cpu_xla_flags``) and, for a
-    run spread over devices, one XLA CPU device per core (``ppox.cli.use_every_cpu_core``)."""
-    from ppox._platform import apply_env_cpu_xla_flags
-    from ppox.cli import use_every_cpu_core
+    run spread over devices, one XLA CPU device per core (``ppox._platform.use_every_cpu_core``)."""
+    from ppox._platform import (
+        apply_env_cpu_xla_flags,
+        use_every_cpu_core,
+        use_unrolled_threefry_on_cpu,
+    )
 
     apply_env_cpu_xla_flags(env_id)
     if multi_device:
         use_every_cpu_core()
+    use_unrolled_threefry_on_cpu()
 
 
 def run_json_process(cmd: Sequence[str], *, timeout: float | None = None,

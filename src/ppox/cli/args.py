@@ -1,20 +1,17 @@
-"""``ppox train | eval | sweep | bench | envs``: the command line (tyro).
+"""Train-style flags: every ``PPOConfig`` and ``HParams`` field, resolved in order.
 
 Settings resolve in this order, later wins: built-in defaults, the per-environment table
-(``ppox.defaults``), ``--config file.toml``, then explicit flags. Every ``PPOConfig`` and
-``HParams`` field is a flag. Bad input exits with status 2 and one ``error:`` line, before
-anything is compiled.
+(``ppox.defaults``), ``--config file.toml``, then explicit flags. ``ppox train`` and
+``ppox sweep`` share this parser.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 import re
-import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -180,167 +177,3 @@ def _default_run_dir(env: str) -> Path:
     return Path("runs") / f"{env.replace('/', '_')}-{stamp}"
 
 
-def cmd_train(argv: Sequence[str]) -> int:
-    args, cfg, hp = resolve_train_args(argv)
-    from ppox._platform import apply_env_cpu_xla_flags
-    from ppox.trainer import build
-
-    apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
-
-    build(cfg)  # env + policy checks (e.g. a discrete-only option on a continuous env)
-    from ppox.host.run import print_reporter, summary_lines, train_runs
-
-    run_dir = args.run_dir or _default_run_dir(cfg.env_id)
-    if args.resume and args.run_dir is None:
-        raise ConfigError("--resume needs --run-dir pointing at the run to continue")
-    seeds = [args.seed + i for i in range(args.num_seeds)]
-    if args.data_parallel and args.split_networks:
-        raise ConfigError("--data-parallel and --split-networks are two ways to spread one "
-                          "run over devices; choose one (a config file's `layout` sets one: "
-                          "--no-data-parallel / --no-split-networks turns it off)")
-    for flag, given in (("--data-parallel", args.data_parallel),
-                        ("--split-networks", args.split_networks)):
-        if given and args.num_seeds != 1:
-            raise ConfigError(f"{flag} spreads one run across devices; use --num-seeds 1")
-    print(f"training {cfg.env_id}: {args.num_seeds} seed(s), {cfg.num_updates} updates of "
-          f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {run_dir}", flush=True)
-    result = train_runs(cfg, [hp] * len(seeds), seeds, run_dir=run_dir,
-                        progress_chunks=args.progress_chunks,
-                        checkpoint_every=args.checkpoint_every, resume=args.resume,
-                        reporter=None if args.quiet else print_reporter(),
-                        data_parallel=args.data_parallel,
-                        split_networks=args.split_networks)
-    for line in summary_lines(result):
-        print(line, flush=True)
-    return 0
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalArgs:
-    """Evaluate a trained run deterministically (the policy's mean/argmax action)."""
-
-    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(help="a ppox train run dir")]
-    episodes: int = 16
-    """number of evaluation episodes"""
-    seed: int = 0
-    """PRNG seed for the evaluation episodes' initial states"""
-    run_index: int = 0
-    """which run of a multi-seed run dir to evaluate"""
-    html: Path | None = None
-    """brax only: where to write the HTML visualisation (default: RUN_DIR/episode.html)"""
-    no_html: bool = False
-    """brax only: do not write the HTML file"""
-    stochastic: bool = False
-    """sample actions instead of taking the mode"""
-
-
-def cmd_eval(argv: Sequence[str]) -> int:
-    args = tyro.cli(EvalArgs, args=list(argv), prog="ppox eval")
-    from ppox.host.evaluation import evaluate_run
-
-    if args.episodes < 1:
-        raise ConfigError(f"episodes={args.episodes} must be >= 1")
-    out = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed,
-                       run_index=args.run_index, html=None if args.no_html else (
-                           args.html or args.run_dir / "episode.html"),
-                       deterministic=not args.stochastic)
-    if out.html_path is not None:
-        print(f"wrote {out.html_path}")
-    print(f"episode length: {out.lengths.mean():.1f} (min {out.lengths.min()}, "
-          f"max {out.lengths.max()})")
-    print(f"eval return: {out.returns.mean():.2f} ± {out.returns.std():.2f} over "
-          f"{len(out.returns)} episodes")
-    return 0
-
-
-def cmd_envs(argv: Sequence[str]) -> int:
-    from ppox.envs import brax_ids, gymnax_ids
-
-    tyro.cli(_NoArgs, args=list(argv), prog="ppox envs")
-    print("gymnax: " + ", ".join(gymnax_ids()))
-    print("brax:   " + ", ".join(brax_ids()))
-    return 0
-
-
-@dataclasses.dataclass(frozen=True)
-class _NoArgs:
-    """List the environment ids ppox accepts."""
-
-
-def cmd_sweep(argv: Sequence[str]) -> int:
-    from ppox.sweep import cmd_sweep as run
-
-    return run(argv)
-
-
-def cmd_bench(argv: Sequence[str]) -> int:
-    from ppox.bench import cmd_bench as run
-
-    return run(argv)
-
-
-COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
-    "train": (cmd_train, "train PPO (default: CartPole-v1)"),
-    "eval": (cmd_eval, "evaluate a run dir deterministically; brax: write an HTML episode"),
-    "sweep": (cmd_sweep, "hyperparameter sweep: every configuration and seed in one program"),
-    "bench": (cmd_bench, "quick throughput benchmark (scaling, roofline)"),
-    "envs": (cmd_envs, "list environment ids"),
-}
-
-
-def _usage() -> str:
-    lines = ["usage: ppox {" + ",".join(COMMANDS) + "} [options]", ""]
-    lines += [f"  {name:6s} {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "`ppox <command> --help` lists a command's options."]
-    return "\n".join(lines)
-
-
-def use_every_cpu_core() -> int:
-    """Exposes each CPU core as an XLA device (``--xla_force_host_platform_device_count``).
-
-    XLA runs these programs' small ops on one thread per device, so batches of runs (seeds,
-    sweeps) are split across devices to use every core. Only done when the user has not
-    set the device count, the CPU backend is in use, and JAX has not started its backends
-    yet; ``PPOX_CPU_DEVICES=N`` chooses N (1 turns this off). Returns the count set (0: none).
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    platforms = os.environ.get("JAX_PLATFORMS", "")
-    if "xla_force_host_platform_device_count" in flags or (platforms and "cpu" not in platforms):
-        return 0
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
-        return 0
-    want = os.environ.get("PPOX_CPU_DEVICES")
-    n = int(want) if want else len(os.sched_getaffinity(0))
-    if n <= 1:
-        return 0
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
-    return n
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    use_every_cpu_core()
-    if not argv or argv[0] not in COMMANDS:
-        if argv and argv[0] in ("-h", "--help"):
-            print(_usage())
-            return 0
-        if not argv:
-            argv = ["train"]  # `ppox` alone trains the embedded default, like `ppox train`
-        else:
-            print(f"error: unknown command {argv[0]!r}\n{_usage()}", file=sys.stderr)
-            return 2
-    command, _ = COMMANDS[argv[0]]
-    try:
-        return command(argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,90 @@
+"""``ppox train | eval | sweep | bench | envs``: the command line (tyro).
+
+Settings resolve in this order, later wins: built-in defaults, the per-environment table
+(``ppox.defaults``), ``--config file.toml``, then explicit flags. Every ``PPOConfig`` and
+``HParams`` field is a flag. Bad input exits with status 2 and one ``error:`` line, before
+anything is compiled. One module per command: ``args`` (the shared train-style flags),
+``train`` (train, eval, envs), ``sweep``, ``bench``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from ppox._platform import use_every_cpu_core, use_unrolled_threefry_on_cpu
+from ppox.cli.args import resolve_train_args
+from ppox.config import ConfigError
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from ppox.cli.train import cmd_train as run
+
+    return run(argv)
+
+
+def cmd_eval(argv: Sequence[str]) -> int:
+    from ppox.cli.train import cmd_eval as run
+
+    return run(argv)
+
+
+def cmd_envs(argv: Sequence[str]) -> int:
+    from ppox.cli.train import cmd_envs as run
+
+    return run(argv)
+
+
+def cmd_sweep(argv: Sequence[str]) -> int:
+    from ppox.cli.sweep import cmd_sweep as run
+
+    return run(argv)
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    from ppox.cli.bench import cmd_bench as run
+
+    return run(argv)
+
+
+__all__ = ["COMMANDS", "main", "resolve_train_args"]
+
+COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "train": (cmd_train, "train PPO (default: CartPole-v1)"),
+    "eval": (cmd_eval, "evaluate a run dir deterministically; brax: write an HTML episode"),
+    "sweep": (cmd_sweep, "hyperparameter sweep: every configuration and seed in one program"),
+    "bench": (cmd_bench, "quick throughput benchmark (scaling, roofline)"),
+    "envs": (cmd_envs, "list environment ids"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: ppox {" + ",".join(COMMANDS) + "} [options]", ""]
+    lines += [f"  {name:6s} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`ppox <command> --help` lists a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    use_every_cpu_core()
+    use_unrolled_threefry_on_cpu()
+    if not argv or argv[0] not in COMMANDS:
+        if argv and argv[0] in ("-h", "--help"):
+            print(_usage())
+            return 0
+        if not argv:
+            argv = ["train"]  # `ppox` alone trains the embedded default, like `ppox train`
+        else:
+            print(f"error: unknown command {argv[0]!r}\n{_usage()}", file=sys.stderr)
+            return 2
+    command, _ = COMMANDS[argv[0]]
+    try:
+        return command(argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+

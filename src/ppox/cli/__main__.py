@@ -1,0 +1,5 @@
+import sys
+
+from ppox.cli import main
+
+sys.exit(main())

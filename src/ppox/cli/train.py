@@ -1,0 +1,100 @@
+"""``ppox train``, ``ppox eval`` and ``ppox envs``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from ppox.cli.args import _default_run_dir, resolve_train_args
+from ppox.config import ConfigError
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    args, cfg, hp = resolve_train_args(argv)
+    from ppox._platform import apply_env_cpu_xla_flags
+    from ppox.trainer import build
+
+    apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
+
+    build(cfg)  # env + policy checks (e.g. a discrete-only option on a continuous env)
+    from ppox.host.run import print_reporter, summary_lines, train_runs
+
+    run_dir = args.run_dir or _default_run_dir(cfg.env_id)
+    if args.resume and args.run_dir is None:
+        raise ConfigError("--resume needs --run-dir pointing at the run to continue")
+    seeds = [args.seed + i for i in range(args.num_seeds)]
+    if args.data_parallel and args.split_networks:
+        raise ConfigError("--data-parallel and --split-networks are two ways to spread one "
+                          "run over devices; choose one (a config file's `layout` sets one: "
+                          "--no-data-parallel / --no-split-networks turns it off)")
+    for flag, given in (("--data-parallel", args.data_parallel),
+                        ("--split-networks", args.split_networks)):
+        if given and args.num_seeds != 1:
+            raise ConfigError(f"{flag} spreads one run across devices; use --num-seeds 1")
+    print(f"training {cfg.env_id}: {args.num_seeds} seed(s), {cfg.num_updates} updates of "
+          f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {run_dir}", flush=True)
+    result = train_runs(cfg, [hp] * len(seeds), seeds, run_dir=run_dir,
+                        progress_chunks=args.progress_chunks,
+                        checkpoint_every=args.checkpoint_every, resume=args.resume,
+                        reporter=None if args.quiet else print_reporter(),
+                        data_parallel=args.data_parallel,
+                        split_networks=args.split_networks)
+    for line in summary_lines(result):
+        print(line, flush=True)
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate a trained run deterministically (the policy's mean/argmax action)."""
+
+    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(help="a ppox train run dir")]
+    episodes: int = 16
+    """number of evaluation episodes"""
+    seed: int = 0
+    """PRNG seed for the evaluation episodes' initial states"""
+    run_index: int = 0
+    """which run of a multi-seed run dir to evaluate"""
+    html: Path | None = None
+    """brax only: where to write the HTML visualisation (default: RUN_DIR/episode.html)"""
+    no_html: bool = False
+    """brax only: do not write the HTML file"""
+    stochastic: bool = False
+    """sample actions instead of taking the mode"""
+
+
+def cmd_eval(argv: Sequence[str]) -> int:
+    args = tyro.cli(EvalArgs, args=list(argv), prog="ppox eval")
+    from ppox.host.evaluation import evaluate_run
+
+    if args.episodes < 1:
+        raise ConfigError(f"episodes={args.episodes} must be >= 1")
+    out = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed,
+                       run_index=args.run_index, html=None if args.no_html else (
+                           args.html or args.run_dir / "episode.html"),
+                       deterministic=not args.stochastic)
+    if out.html_path is not None:
+        print(f"wrote {out.html_path}")
+    print(f"episode length: {out.lengths.mean():.1f} (min {out.lengths.min()}, "
+          f"max {out.lengths.max()})")
+    print(f"eval return: {out.returns.mean():.2f} ± {out.returns.std():.2f} over "
+          f"{len(out.returns)} episodes")
+    return 0
+
+
+def cmd_envs(argv: Sequence[str]) -> int:
+    from ppox.envs import brax_ids, gymnax_ids
+
+    tyro.cli(_NoArgs, args=list(argv), prog="ppox envs")
+    print("gymnax: " + ", ".join(gymnax_ids()))
+    print("brax:   " + ", ".join(brax_ids()))
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _NoArgs:
+    """List the environment ids ppox accepts."""
