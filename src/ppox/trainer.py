@@ -172,12 +172,22 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
         "episode_count": _psum(episodes.count, setup.axis_name),
         "explained_variance": _pmean(explained_variance(tr.value, returns), setup.axis_name),
         "learning_rate": learning_rate_at(cfg, hp, state.update_idx),
+        # 1.0 when this update's loss or new parameters are not finite (a diverged run);
+        # the host checks it once per chunk, never per step
+        "nonfinite": nonfinite_flag(metrics),
     }
     new_state = TrainState(
         params=params, opt_state=opt_state, obs_stats=obs_stats,
         reward_scaler=reward_scaler, env=env_carry, key=key,
         update_idx=state.update_idx + 1)
     return new_state, metrics
+
+
+def nonfinite_flag(metrics: Metrics) -> jax.Array:
+    """``[] float32``: 1.0 if the update's loss or parameter step is NaN/inf (the step is
+    ``||new - old||``, non-finite exactly when a new parameter is, given finite old ones)."""
+    ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["update_norm"])
+    return 1.0 - ok.astype(jnp.float32)
 
 
 def learning_rate_at(cfg: PPOConfig, hp: HParams, update_idx: jax.Array) -> jax.Array:
