@@ -1,6 +1,7 @@
 """Action distributions: Categorical, Gaussian (clipped to the bounds) and tanh-Gaussian.
 
-Each is a small pytree with ``sample``, ``log_prob``, ``entropy`` and ``mode``. The value a
+Each is a small pytree with ``sample``, ``log_prob``, ``entropy``, ``mode`` and ``kl``
+(exact, closed form for all three: see ``TanhGaussian.kl``). The value a
 policy stores in a rollout is the *raw* sample (an integer, an unclipped Gaussian sample, or
 the pre-tanh sample); ``env_action`` maps it to what the environment receives. Log-probs
 are always of the raw sample, so the ratio in the PPO objective is exact.
@@ -41,6 +42,11 @@ class Categorical:
     def mode(self) -> jax.Array:
         return jnp.argmax(self.logits, axis=-1).astype(jnp.int32)
 
+    def kl(self, other: Categorical) -> jax.Array:
+        """Exact ``KL(self || other)`` over the last axis: ``[...]``."""
+        logp, logq = self._log_probs(), other._log_probs()
+        return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+
 
 @struct.dataclass
 class Gaussian:
@@ -67,6 +73,13 @@ class Gaussian:
 
     def mode(self) -> jax.Array:
         return self.mean
+
+    def kl(self, other: Gaussian) -> jax.Array:
+        """Exact ``KL(self || other)`` of two diagonal Gaussians, summed over the last axis."""
+        var_ratio = jnp.exp(2.0 * (self.log_std - other.log_std))
+        mean_term = jnp.square((self.mean - other.mean) * jnp.exp(-other.log_std))
+        per_dim = 0.5 * (var_ratio + mean_term - 1.0) - (self.log_std - other.log_std)
+        return jnp.sum(per_dim, axis=-1)
 
 
 def tanh_log_det_jacobian(u: jax.Array) -> jax.Array:
@@ -114,6 +127,11 @@ class TanhGaussian:
 
     def mode(self) -> jax.Array:
         return self.mean
+
+    def kl(self, other: TanhGaussian) -> jax.Array:
+        """Exact ``KL(self || other)``: tanh is a bijection, and the KL divergence is
+        invariant under a bijection applied to both, so it is the base Gaussians' KL."""
+        return self.base.kl(other.base)
 
 
 Distribution = Categorical | Gaussian | TanhGaussian

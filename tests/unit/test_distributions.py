@@ -83,3 +83,25 @@ def test_tanh_gaussian_entropy_estimate_is_unbiased():
     mc = -np.mean(np.asarray(jax.vmap(dist.log_prob)(u)))
     assert est == pytest.approx(mc, abs=0.02)
     assert float(dist.entropy()) == pytest.approx(float(dist.base.entropy()))
+
+
+@pytest.mark.parametrize("kind", ["categorical", "gaussian", "tanh_gaussian"])
+def test_kl_matches_monte_carlo_and_is_zero_for_equal(kind):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(7), 3)
+    if kind == "categorical":
+        p = Categorical(jax.random.normal(k1, (5,)))
+        q = Categorical(jax.random.normal(k2, (5,)))
+        exact = float(np.sum(np.exp(p._log_probs()) * (p._log_probs() - q._log_probs())))
+    else:
+        cls = Gaussian if kind == "gaussian" else TanhGaussian
+        p = cls(jax.random.normal(k1, (3,)), 0.3 * jax.random.normal(k2, (3,)))
+        q = cls(jnp.zeros(3), jnp.full(3, -0.2))
+        exact = None
+    samples = jax.vmap(p.sample)(jax.random.split(k3, 200_000))
+    mc = float(jnp.mean(jax.vmap(p.log_prob)(samples) - jax.vmap(q.log_prob)(samples)))
+    kl = float(p.kl(q))
+    if exact is not None:
+        np.testing.assert_allclose(kl, exact, rtol=1e-6)
+    np.testing.assert_allclose(kl, mc, rtol=0.03, atol=3e-3)
+    assert kl > 0
+    np.testing.assert_allclose(float(p.kl(p)), 0.0, atol=1e-6)
