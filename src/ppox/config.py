@@ -6,12 +6,33 @@ pytree of scalars that flows through ``jit`` as data, so ``jax.vmap`` over a bat
 
 Validation happens here, on the host, before anything is compiled: every check raises
 ``ConfigError`` with one line that names the value, says why it is wrong and what to do.
+
+Adding a setting is one edit in this file: a field declared with ``option`` (``PPOConfig``)
+or ``hparam`` (``HParams``) carries its default, its help text and its allowed values in its
+field metadata (a ``FieldSpec``). ``validate``, the config-file reader and every ``ppox``
+command's flags read them from there::
+
+    # in PPOConfig: a static option; a Literal type is its closed list of choices
+    torso: Literal["mlp", "cnn"] = option("mlp", help="feature extractor of both networks")
+    num_envs: int = option(4, help="environments stepped in parallel", positive=True)
+    target_kl: float | None = option(None, help="stop the epochs above this KL", lo=0.0,
+                                     lo_open=True)
+    # in HParams: a traced float, checked against its bounds on the host
+    kl_coef: Any = hparam(0.2, help="initial KL penalty coefficient", lo=0.0)
+
+The type annotation is the input type: ``bool`` (true/false only), ``int``, ``float``, ``str``,
+a ``Literal`` of strings, ``tuple[int, ...]`` (layer widths) or ``X | None``; ``HParams``
+fields are ``Any`` (a Python float, or an array with a batch axis in a sweep) and are read as
+numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,65 +45,126 @@ PolicyKind = Literal["auto", "categorical", "gaussian", "tanh_gaussian"]
 Backend = Literal["spring", "positional", "generalized", "mjx"]
 GradClip = Literal["global", "per_network"]
 
+META_KEY = "ppox"  # where a field's FieldSpec lives in its dataclasses metadata
+
 
 class ConfigError(ValueError):
     """Bad user input, reported as one line before any compilation."""
 
 
 @dataclass(frozen=True)
+class FieldSpec:
+    """What a setting accepts and how it is explained; stored in the field's metadata.
+
+    Attributes:
+        help: one line for ``--help`` (and the docs).
+        lo, hi: bounds of a number (``-inf``/``inf``: none).
+        lo_open, hi_open: the bound itself is excluded (``lo=0, lo_open=True``: ``> 0``).
+        positive: an integer count >= 1.
+        brax_only: only brax envs read it; any other env refuses a value other than the
+            default.
+        what: what a valid value is, for a Literal's message (e.g. ``"a clip scope"``).
+        why: the reason given when a number is out of bounds (default: the bounds).
+    """
+
+    help: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    positive: bool = False
+    brax_only: bool = False
+    what: str | None = None
+    why: str | None = None
+
+    def bounds_text(self) -> str:
+        """``"> 0"``, ``">= 0"``, ``"in [0, 1]"``, ... ("" when unbounded)."""
+        if self.positive:
+            return ">= 1"
+        has_lo, has_hi = self.lo > -math.inf, self.hi < math.inf
+        if has_lo and has_hi:
+            return (f"in {'(' if self.lo_open else '['}{self.lo:g}, "
+                    f"{self.hi:g}{')' if self.hi_open else ']'}")
+        if has_lo:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        if has_hi:
+            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return ""
+
+    def out_of_bounds(self, arr: np.ndarray) -> np.ndarray:
+        """Where ``arr`` (float64) breaks the bounds or is not finite."""
+        bad_lo = (arr <= self.lo) if self.lo_open else (arr < self.lo)
+        bad_hi = (arr >= self.hi) if self.hi_open else (arr > self.hi)
+        return bad_lo | bad_hi | ~np.isfinite(arr)
+
+
+def option(default: Any, *, help: str, positive: bool = False, brax_only: bool = False,
+           lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False,
+           hi_open: bool = False, what: str | None = None, why: str | None = None) -> Any:
+    """A ``PPOConfig`` field: its default, help text and allowed values (see ``FieldSpec``)."""
+    spec = FieldSpec(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open,
+                     positive=positive, brax_only=brax_only, what=what, why=why)
+    return dataclasses.field(default=default, metadata={META_KEY: spec})
+
+
+def hparam(default: float, *, help: str, lo: float = -math.inf, hi: float = math.inf,
+           lo_open: bool = False, hi_open: bool = False, why: str | None = None) -> Any:
+    """An ``HParams`` field (a pytree leaf, traced): its default, help text and bounds."""
+    spec = FieldSpec(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, why=why)
+    return struct.field(pytree_node=True, default=default, metadata={META_KEY: spec})
+
+
+@dataclass(frozen=True)
 class PPOConfig:
     """Static settings. Changing any of them changes the compiled program.
 
-    Attributes:
-        env_id: environment id: a gymnax id (``CartPole-v1``) or ``brax/<name>``.
-        num_envs: environments stepped in parallel (vmapped).
-        num_steps: rollout length T per environment per update.
-        total_timesteps: environment steps to train for (all envs together).
-        update_epochs: passes over each rollout.
-        num_minibatches: minibatches per epoch; ``num_envs * num_steps`` must divide evenly.
-        actor_hidden: hidden layer widths of the policy MLP.
-        critic_hidden: hidden layer widths of the value MLP.
-        activation: hidden activation of both MLPs.
-        policy: action distribution; ``auto`` is Categorical for discrete and Gaussian
-            (clipped to the bounds) for continuous action spaces.
-        anneal_lr: decay the learning rate linearly to 0 over training.
-        clip_value_loss: clip the value loss with ``HParams.vf_clip_eps``.
-        normalize_advantages: normalize advantages per minibatch.
-        normalize_obs: running mean/std observation normalization (state, not a wrapper).
-        normalize_reward: scale rewards by a running std of the discounted return.
-        obs_clip: normalized observations are clipped to [-obs_clip, obs_clip].
-        backend: brax physics backend (brax envs only).
-        episode_length: time limit in agent steps for brax envs (truncation).
-        action_repeat: physics steps per agent step (brax envs only).
-        num_eval_episodes: episodes run by ``ppox eval`` and the end-of-train evaluation.
-        grad_clip: what ``HParams.max_grad_norm`` bounds: ``global``, the norm of the actor's
-            and the critic's gradients together (CleanRL, PureJaxRL); ``per_network``, each
-            network's gradient norm on its own, as with separate actor and critic
-            optimizers (Stoix). Under network splitting ``per_network`` needs no
-            collective per SGD step.
+    Each field's help text (``ppox train --help``) and allowed values are in its ``option``.
+    ``policy = "auto"`` is Categorical for discrete and Gaussian (clipped to the bounds) for
+    continuous action spaces.
     """
 
-    env_id: str = "CartPole-v1"
-    num_envs: int = 4
-    num_steps: int = 128
-    total_timesteps: int = 500_000
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    actor_hidden: tuple[int, ...] = (64, 64)
-    critic_hidden: tuple[int, ...] = (64, 64)
-    activation: Activation = "tanh"
-    policy: PolicyKind = "auto"
-    anneal_lr: bool = True
-    clip_value_loss: bool = True
-    normalize_advantages: bool = True
-    normalize_obs: bool = False
-    normalize_reward: bool = False
-    obs_clip: float = 10.0
-    backend: Backend = "spring"
-    episode_length: int = 1000
-    action_repeat: int = 1
-    num_eval_episodes: int = 16
-    grad_clip: GradClip = "global"
+    env_id: str = option("CartPole-v1", help="environment id: a gymnax id (CartPole-v1) or "
+                         "brax/<name>")
+    num_envs: int = option(4, positive=True, help="environments stepped in parallel (vmapped)")
+    num_steps: int = option(128, positive=True,
+                            help="rollout length T per environment per update")
+    total_timesteps: int = option(500_000, positive=True,
+                                  help="environment steps to train for (all envs together)")
+    update_epochs: int = option(4, positive=True, help="passes over each rollout")
+    num_minibatches: int = option(4, positive=True, help="minibatches per epoch; "
+                                  "num_envs * num_steps must divide evenly")
+    actor_hidden: tuple[int, ...] = option((64, 64),
+                                           help="hidden layer widths of the policy MLP")
+    critic_hidden: tuple[int, ...] = option((64, 64),
+                                            help="hidden layer widths of the value MLP")
+    activation: Activation = option("tanh", what="an activation",
+                                    help="hidden activation of both MLPs")
+    policy: PolicyKind = option("auto", what="a policy kind", help=(
+        "action distribution; auto is Categorical for discrete and Gaussian (clipped to the "
+        "bounds) for continuous action spaces"))
+    anneal_lr: bool = option(True, help="decay the learning rate linearly to 0 over training")
+    clip_value_loss: bool = option(True, help="clip the value loss with vf_clip_eps")
+    normalize_advantages: bool = option(True, help="normalize advantages per minibatch")
+    normalize_obs: bool = option(False, help="running mean/std observation normalization "
+                                 "(state, not a wrapper)")
+    normalize_reward: bool = option(False, help="scale rewards by a running std of the "
+                                    "discounted return")
+    obs_clip: float = option(10.0, lo=0.0, lo_open=True, help="normalized observations are "
+                             "clipped to [-obs_clip, obs_clip]")
+    backend: Backend = option("spring", brax_only=True, what="a brax physics backend",
+                              help="brax physics backend (brax envs only)")
+    episode_length: int = option(1000, positive=True, brax_only=True, help=(
+        "time limit of a brax episode in physics steps (episode_length / action_repeat agent "
+        "steps; brax envs only)"))
+    action_repeat: int = option(1, positive=True, brax_only=True,
+                                help="physics steps per agent step (brax envs only)")
+    num_eval_episodes: int = option(16, positive=True, help="episodes run by ppox eval and "
+                                    "the end-of-train evaluation")
+    grad_clip: GradClip = option("global", what="a clip scope", help=(
+        "what max_grad_norm bounds: global, the norm of the actor's and the critic's "
+        "gradients together (CleanRL, PureJaxRL); per_network, each network's gradient norm "
+        "on its own, as with separate actor and critic optimizers (Stoix). Under network "
+        "splitting per_network needs no collective per SGD step"))
 
     @property
     def batch_size(self) -> int:
@@ -104,20 +186,12 @@ class PPOConfig:
 
     def validate(self) -> None:
         """Checks that need no environment; raises ``ConfigError`` with one line."""
-        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs",
-                     "num_minibatches", "episode_length", "action_repeat",
-                     "num_eval_episodes"):
+        defaults = PPOConfig()
+        for name, spec in field_specs(PPOConfig).items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(
-                    f"{name}={value!r} must be a positive integer; pass --{_flag(name)} N "
-                    "with N >= 1")
-        for name in ("actor_hidden", "critic_hidden"):
-            widths = getattr(self, name)
-            if len(widths) == 0 or any(int(w) <= 0 for w in widths):
-                raise ConfigError(
-                    f"{name}={widths!r} must be a non-empty list of positive layer widths, "
-                    f"e.g. --{_flag(name)} 64 64")
+            check_value(PPOConfig, name, value, style="flag")
+            if spec.brax_only and not self.is_brax and value != getattr(defaults, name):
+                raise ConfigError(not_applicable(name, value, self.env_id))
         if self.batch_size % self.num_minibatches != 0:
             raise ConfigError(
                 f"num_minibatches={self.num_minibatches} does not divide the batch "
@@ -129,11 +203,6 @@ class PPOConfig:
                 f"total_timesteps={self.total_timesteps} is smaller than one rollout "
                 f"(num_envs*num_steps={self.batch_size}); raise --total-timesteps or "
                 "lower --num-envs/--num-steps")
-        if not self.obs_clip > 0:
-            raise ConfigError(f"obs_clip={self.obs_clip!r} must be > 0")
-        if self.grad_clip not in ("global", "per_network"):
-            raise ConfigError(f"grad_clip={self.grad_clip!r} is not a clip scope; use "
-                              "--grad-clip global or --grad-clip per_network")
 
     def replace(self, **changes: Any) -> PPOConfig:
         return dataclasses.replace(self, **changes)
@@ -144,18 +213,35 @@ class HParams:
     """Traced float hyperparameters (a pytree): vmap over them, change them without retracing.
 
     Every leaf is a float32 scalar for one run, or an array with a leading batch axis for a
-    sweep (``jax.vmap(train, in_axes=(0, 0))``).
+    sweep (``jax.vmap(train, in_axes=(0, 0))``). Each field's help and bounds are in its
+    ``hparam``.
     """
 
-    learning_rate: Any = 2.5e-4
-    clip_eps: Any = 0.2
-    vf_clip_eps: Any = 0.2
-    gamma: Any = 0.99
-    gae_lambda: Any = 0.95
-    ent_coef: Any = 0.01
-    vf_coef: Any = 0.5
-    max_grad_norm: Any = 0.5
-    init_log_std: Any = 0.0
+    learning_rate: Any = hparam(
+        2.5e-4, lo=0.0, lo_open=True, help="Adam learning rate (start value when annealed)",
+        why="the learning rate must be > 0 (e.g. 2.5e-4)")
+    clip_eps: Any = hparam(0.2, lo=0.0, lo_open=True, help="PPO policy clip range epsilon",
+                           why="the policy clip range must be > 0 (e.g. 0.2)")
+    vf_clip_eps: Any = hparam(
+        0.2, lo=0.0, lo_open=True,
+        help="value-loss clip range (its own knob: it depends on the reward scale)",
+        why="the value clip range must be > 0 (e.g. 0.2); to turn value clipping off use "
+            "--no-clip-value-loss")
+    gamma: Any = hparam(0.99, lo=0.0, hi=1.0, help="discount factor",
+                        why="the discount must lie in [0, 1] (e.g. 0.99)")
+    gae_lambda: Any = hparam(0.95, lo=0.0, hi=1.0, help="GAE lambda",
+                             why="GAE lambda must lie in [0, 1] (e.g. 0.95)")
+    ent_coef: Any = hparam(0.01, lo=0.0, help="entropy bonus coefficient",
+                           why="the entropy coefficient must be >= 0")
+    vf_coef: Any = hparam(0.5, lo=0.0, help="value-loss coefficient",
+                          why="the value-loss coefficient must be >= 0")
+    max_grad_norm: Any = hparam(
+        0.5, lo=0.0, lo_open=True,
+        help="gradient-norm clip bound (of every gradient together, or per network: see "
+             "--grad-clip)",
+        why="the gradient-norm bound must be > 0")
+    init_log_std: Any = hparam(0.0, lo=-20.0, hi=5.0, help="initial log std of Gaussian "
+                               "policies", why="the initial log std must lie in [-20, 5]")
 
     def as_arrays(self) -> HParams:
         """Every leaf as a float32 array (so a Python float and an array trace the same)."""
@@ -166,14 +252,35 @@ class HParams:
 
     def validate(self) -> None:
         """Checks every leaf on the host (works for scalars and sweep arrays)."""
+        specs = field_specs(HParams)
         for name, value in self.to_dict().items():
-            arr = np.asarray(value, dtype=np.float64)
-            lo, hi, inclusive_lo, why = _HPARAM_BOUNDS[name]
-            bad_lo = (arr < lo) if inclusive_lo else (arr <= lo)
-            bad = bad_lo | (arr > hi) | ~np.isfinite(arr)
+            if isinstance(value, bool | str | bytes | type(None)):
+                raise ConfigError(_message(HParams, name, value, "is not a number", "flag"))
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    _message(HParams, name, value, "is not a number", "flag")) from None
+            bad = specs[name].out_of_bounds(arr)
             if np.any(bad):
                 shown = arr[bad].ravel()[0] if arr.ndim else float(arr)
-                raise ConfigError(f"{name}={float(shown):g} is invalid: {why}")
+                raise ConfigError(f"{name}={float(shown):g} is invalid: {_why(name, specs[name])}")
+
+
+@functools.cache
+def field_specs(cls: type) -> dict[str, FieldSpec]:
+    """name -> ``FieldSpec`` of every field of ``PPOConfig`` or ``HParams``, in order."""
+    return {f.name: f.metadata[META_KEY] for f in dataclasses.fields(cls)}
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """name -> the field's type annotation (resolved)."""
+    return typing.get_type_hints(cls)
+
+
+def field_default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
 def hparam_names() -> tuple[str, ...]:
@@ -184,19 +291,149 @@ def config_field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(PPOConfig))
 
 
-# name -> (lower bound, upper bound, lower bound allowed, one-line reason)
-_HPARAM_BOUNDS: dict[str, tuple[float, float, bool, str]] = {
-    "learning_rate": (0.0, math.inf, False, "the learning rate must be > 0 (e.g. 2.5e-4)"),
-    "clip_eps": (0.0, math.inf, False, "the policy clip range must be > 0 (e.g. 0.2)"),
-    "vf_clip_eps": (0.0, math.inf, False, "the value clip range must be > 0 (e.g. 0.2); "
-                    "to turn value clipping off use --no-clip-value-loss"),
-    "gamma": (0.0, 1.0, True, "the discount must lie in [0, 1] (e.g. 0.99)"),
-    "gae_lambda": (0.0, 1.0, True, "GAE lambda must lie in [0, 1] (e.g. 0.95)"),
-    "ent_coef": (0.0, math.inf, True, "the entropy coefficient must be >= 0"),
-    "vf_coef": (0.0, math.inf, True, "the value-loss coefficient must be >= 0"),
-    "max_grad_norm": (0.0, math.inf, False, "the global gradient-norm bound must be > 0"),
-    "init_log_std": (-20.0, 5.0, True, "the initial log std must lie in [-20, 5]"),
-}
+# --------------------------------------------------------------------------------------
+# Values: one type check for config files, flags and the Python API
+
+
+Style = Literal["flag", "toml"]
+
+
+def literal_choices(hint: Any) -> tuple[Any, ...] | None:
+    """The choices of a ``Literal`` (or ``Literal | None``) type, else None."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    return None
+
+
+def optional_inner(hint: Any) -> Any | None:
+    """``X`` for ``X | None``, else None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and type(None) in typing.get_args(hint):
+            return args[0]
+    return None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_)
+
+
+def _is_widths(v: Any) -> bool:
+    return (isinstance(v, list | tuple) and len(v) > 0
+            and all(_is_int(w) and w > 0 for w in v))
+
+
+def _problem(hint: Any, spec: FieldSpec, value: Any) -> str | None:
+    """Why ``value`` is not a valid value of the field (None: it is)."""
+    inner = optional_inner(hint)
+    if inner is not None:
+        return None if value is None else _problem(inner, spec, value)
+    choices = literal_choices(hint)
+    if choices is not None:
+        if value in choices and isinstance(value, str):
+            return None
+        return (f"is not {spec.what or 'a valid choice'}; choose one of "
+                f"{', '.join(map(repr, choices))}")
+    if spec.positive:
+        return None if _is_int(value) and value >= 1 else "must be a positive integer"
+    if hint is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if hint is int:
+        return None if _is_int(value) else "must be an integer"
+    if hint in (float, Any):
+        if not _is_number(value):
+            return "is not a number"
+        if spec.out_of_bounds(np.asarray(value, np.float64)):
+            return f"must be {spec.bounds_text()}"
+        return None
+    if hint is str:
+        return None if isinstance(value, str) else "must be a string"
+    if typing.get_origin(hint) is tuple:  # layer widths
+        return None if _is_widths(value) else "must be a non-empty list of positive layer widths"
+    return None
+
+
+def _text(value: Any, style: Style) -> str:
+    """``value`` as one would write it on the command line or in a TOML file."""
+    if isinstance(value, bool):
+        return ("true" if value else "false") if style == "toml" else str(value)
+    if isinstance(value, tuple | list):
+        inner = [_text(v, style) for v in value]
+        return f"[{', '.join(inner)}]" if style == "toml" else " ".join(inner)
+    if isinstance(value, str):
+        return f'"{value}"' if style == "toml" else value
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _todo(cls: type, name: str, style: Style) -> str:
+    """What to write instead: the form of a good value, as a flag or a TOML line."""
+    spec = field_specs(cls)[name]
+    flag = f"--{_flag(name)}"
+    if spec.positive:
+        return (f"pass {flag} N with N >= 1" if style == "flag"
+                else f"write {name} = N with N >= 1")
+    hint = field_types(cls)[name]
+    if hint is bool and style == "flag":
+        return f"pass {flag} or --no-{_flag(name)}"
+    if hint is bool:
+        return f"write {name} = true or {name} = false (no quotes)"
+    example = field_default(cls, name)
+    if example is None:
+        example = spec.lo if spec.lo > -math.inf else 0.0
+    return (f"e.g. {flag} {_text(example, style)}" if style == "flag"
+            else f"e.g. {name} = {_text(example, style)}")
+
+
+def _message(cls: type, name: str, value: Any, problem: str, style: Style) -> str:
+    return f"{name}={value!r} {problem}; {_todo(cls, name, style)}"
+
+
+def _why(name: str, spec: FieldSpec) -> str:
+    return spec.why or f"{name} must be {spec.bounds_text()}"
+
+
+def check_value(cls: type, name: str, value: Any, style: Style = "flag") -> None:
+    """Raises ``ConfigError`` (one line) unless ``value`` is valid for field ``name``.
+
+    ``style`` decides how the line says what to do: as a flag (``--num-envs N``) or as a
+    config-file line (``num_envs = N``).
+    """
+    problem = _problem(field_types(cls)[name], field_specs(cls)[name], value)
+    if problem is not None:
+        raise ConfigError(_message(cls, name, value, problem, style))
+
+
+def coerce_value(cls: type, name: str, value: Any, style: Style = "toml") -> Any:
+    """``value`` (e.g. read from TOML) checked and converted to the field's Python type:
+    lists of widths become tuples, integers given for a float become floats."""
+    hint = field_types(cls)[name]
+    if hint is Any or hint is float or optional_inner(hint) is float:
+        # an HParams leaf or a float option: a number, never a bool or a string
+        if (value is None and cls is HParams) or (value is not None and not _is_number(value)):
+            raise ConfigError(_message(cls, name, value, "is not a number", style))
+        if cls is HParams:
+            return float(value)
+    if typing.get_origin(hint) is tuple and _is_int(value):
+        value = [value]  # one hidden layer written as a bare number
+    check_value(cls, name, value, style)
+    if isinstance(value, list):
+        return tuple(value)
+    if (hint is float or optional_inner(hint) is float) and value is not None:
+        return float(value)
+    return value
+
+
+def not_applicable(name: str, value: Any, env_id: str) -> str:
+    """The message for a brax-only option given to another env."""
+    return (f"{name}={value!r} applies to brax envs only and {env_id} is not one; drop "
+            f"--{_flag(name)} (or {name} from the config file)")
 
 
 def _flag(name: str) -> str:
@@ -217,41 +454,46 @@ def config_to_dict(cfg: PPOConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any], base: PPOConfig | None = None) -> PPOConfig:
-    """Builds a config from a mapping (e.g. a TOML table); unknown keys are an error."""
+    """Builds a config from a mapping (e.g. a TOML table); unknown keys and values of the
+    wrong type are an error."""
     base = base or PPOConfig()
-    known = set(config_field_names())
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown config option {unknown[0]!r}; valid options: {', '.join(sorted(known))}")
-    changes = {}
-    for k, v in data.items():
-        if k in ("actor_hidden", "critic_hidden"):
-            v = tuple(int(w) for w in (v if isinstance(v, list | tuple) else [v]))
-        changes[k] = v
+    _check_known(data, config_field_names(), "config option", "options")
+    changes = {k: coerce_value(PPOConfig, k, v) for k, v in data.items()}
     return dataclasses.replace(base, **changes)
 
 
 def hparams_from_dict(data: dict[str, Any], base: HParams | None = None) -> HParams:
+    """``base`` with the numbers in ``data`` (e.g. a TOML table); anything else is an error."""
     base = base or HParams()
-    known = set(hparam_names())
-    unknown = sorted(set(data) - known)
+    _check_known(data, hparam_names(), "hyperparameter", "names")
+    return base.replace(**{k: coerce_value(HParams, k, v) for k, v in data.items()})
+
+
+def _check_known(data: dict[str, Any], known: tuple[str, ...], what: str, plural: str) -> None:
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(
-            f"unknown hyperparameter {unknown[0]!r}; valid names: {', '.join(sorted(known))}")
-    return base.replace(**{k: float(v) for k, v in data.items()})
+            f"unknown {what} {unknown[0]!r}; valid {plural}: {', '.join(sorted(known))}")
 
 
 __all__ = [
     "Activation",
     "Backend",
     "ConfigError",
+    "FieldSpec",
+    "GradClip",
     "HParams",
     "PPOConfig",
     "PolicyKind",
+    "check_value",
+    "coerce_value",
     "config_field_names",
     "config_from_dict",
     "config_to_dict",
+    "field_specs",
+    "field_types",
+    "hparam",
     "hparam_names",
     "hparams_from_dict",
+    "option",
 ]

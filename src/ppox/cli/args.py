@@ -8,60 +8,34 @@ Settings resolve in this order, later wins: built-in defaults, the per-environme
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
 
-from ppox.config import ConfigError, HParams, PPOConfig, config_field_names, hparam_names
-
-HPARAM_HELP = {
-    "learning_rate": "Adam learning rate (start value when annealed)",
-    "clip_eps": "PPO policy clip range epsilon",
-    "vf_clip_eps": "value-loss clip range (its own knob: it depends on the reward scale)",
-    "gamma": "discount factor",
-    "gae_lambda": "GAE lambda",
-    "ent_coef": "entropy bonus coefficient",
-    "vf_coef": "value-loss coefficient",
-    "max_grad_norm": "gradient-norm clip bound (of every gradient together, or per network: "
-                     "see --grad-clip)",
-    "init_log_std": "initial log std of Gaussian policies",
-}
-
-
-def _attribute_help(cls: type) -> dict[str, str]:
-    """``name: text`` pairs from a Google-style ``Attributes:`` docstring section."""
-    doc = inspect.getdoc(cls) or ""
-    if "Attributes:" not in doc:
-        return {}
-    block = doc.split("Attributes:", 1)[1]
-    out: dict[str, str] = {}
-    current = None
-    for line in block.splitlines():
-        m = re.match(r"^\s{4}(\w+):\s*(.*)$", line)
-        if m:
-            current = m.group(1)
-            out[current] = m.group(2).strip()
-        elif current and line.strip():
-            out[current] += " " + line.strip()
-    return out
+from ppox.config import (
+    ConfigError,
+    HParams,
+    PPOConfig,
+    config_field_names,
+    field_specs,
+    field_types,
+    hparam_names,
+)
 
 
 def _config_fields(defaults: PPOConfig, hp: HParams) -> list[tuple[str, Any, Any]]:
-    helps = _attribute_help(PPOConfig)
-    hints = typing.get_type_hints(PPOConfig)
+    """One flag per ``PPOConfig`` and ``HParams`` field, its help from the field's metadata."""
+    hints = field_types(PPOConfig)
     fields = []
-    for name in config_field_names():
+    for name, spec in field_specs(PPOConfig).items():
         if name == "env_id":
             continue
-        fields.append((name, Annotated[hints[name], tyro.conf.arg(help=helps.get(name, ""))],
+        fields.append((name, Annotated[hints[name], tyro.conf.arg(help=spec.help)],
                        dataclasses.field(default=getattr(defaults, name))))
-    for name in hparam_names():
-        fields.append((name, Annotated[float, tyro.conf.arg(help=HPARAM_HELP[name])],
+    for name, spec in field_specs(HParams).items():
+        fields.append((name, Annotated[float, tyro.conf.arg(help=spec.help)],
                        dataclasses.field(default=float(getattr(hp, name)))))
     return fields
 
