@@ -37,8 +37,8 @@ def test_no_tty_falls_back_to_one_plain_line_per_chunk():
     # 5 updates of 512 steps left at 1024 steps/s: 2.5 s
     assert "[     5/10 updates]" in lines[2] and "steps       2,560" in lines[2]
     assert "SPS      1,024" in lines[2] and "ETA 0:02" in lines[2]
-    assert lines[2].endswith("return 21.50")
-    assert lines[3].endswith("return n/a  eval 40.00") and "ETA 0:00" in lines[3]
+    assert "SPS      1,024  return 21.50  elapsed " in lines[2]
+    assert "return n/a  eval 40.00" in lines[3] and lines[3].endswith("ETA 0:00")
 
 
 def test_terminal_gets_a_bar_with_steps_eta_and_return():

@@ -71,7 +71,7 @@ def _return_text(info: dict[str, Any]) -> str:
 
 
 class PlainProgress:
-    """One line per chunk: updates, env steps, steps/s, elapsed, ETA, recent mean return."""
+    """One line per chunk: updates, env steps, steps/s, recent mean return, elapsed, ETA."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
@@ -90,8 +90,8 @@ class PlainProgress:
         runs = f" ({info['runs']} runs)" if info["runs"] > 1 else ""
         print(f"[{info['updates_done']:>6d}/{info['num_updates']} updates] "
               f"steps {info['env_steps']:>11,d}{runs}  SPS {info['sps']:>10,.0f}  "
-              f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}  "
-              f"return {_return_text(info)}", file=self.out, flush=True)
+              f"return {_return_text(info)}  elapsed {format_duration(elapsed)}  "
+              f"ETA {format_duration(eta)}", file=self.out, flush=True)
 
     def close(self) -> None:
         pass
