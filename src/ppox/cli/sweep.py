@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from ppox.cli.args import resolve_train_args
 from ppox.config import ConfigError
-from ppox.sweep import load_spec, run_sweep
+from ppox.sweep import SweepOptions, load_spec, run_sweep
+from ppox.sweep.store import BASE_FILE, PLAN_FILE, SPEC_FILE, SweepDir
 
 
 def _sweep_fields() -> list[tuple]:
@@ -18,11 +20,13 @@ def _sweep_fields() -> list[tuple]:
 
     A, arg = Annotated, tyro.conf.arg
     return [
-        ("spec", A[Path, arg(help="sweep spec TOML: seeds, [grid], [random], [static] "
-                             "(see examples/sweep_cartpole.toml)")],
-         dataclasses.field(kw_only=True)),
+        ("spec", A[Path | None, arg(help="sweep spec TOML: seeds, [grid], [random], [static] "
+                                    "(see examples/sweep_cartpole.toml); a resume reads "
+                                    "the sweep's own")],
+         dataclasses.field(default=None)),
         ("out", A[Path, arg(help="sweep directory for results.csv, curves.npz, best.toml, "
-                            "PNGs")], dataclasses.field(kw_only=True)),
+                            "PNGs, and each batch's run directory")],
+         dataclasses.field(kw_only=True)),
         ("batch_size", A[int | None, arg(help="at most this many runs per vmapped call "
                                           "(default: estimated from free memory)")],
          dataclasses.field(default=None)),
@@ -34,42 +38,112 @@ def _sweep_fields() -> list[tuple]:
          dataclasses.field(default=5)),
         ("plots", A[bool, arg(help="write the PNG figures (curves_top.png, heatmap.png)")],
          dataclasses.field(default=True)),
+        *_overwrite_field(),
     ]
 
 
+def _overwrite_field() -> list[tuple]:
+    """``--overwrite``, unless the shared train flags already have it."""
+    import tyro
+
+    from ppox.cli import args as train_args
+
+    try:
+        names = {f[0] for f in train_args._run_fields("CartPole-v1", None, 0, 1)}
+    except (AttributeError, TypeError):
+        names = set()
+    if "overwrite" in names:
+        return []
+    help_ = "clear an existing sweep directory --out instead of refusing it"
+    return [("overwrite", Annotated[bool, tyro.conf.arg(help=help_)],
+             dataclasses.field(default=False))]
+
+
 def cmd_sweep(argv: Sequence[str]) -> int:
-    """``ppox sweep --env ENV --spec sweep.toml --out DIR [any train flag]``."""
+    """``ppox sweep --env ENV --spec sweep.toml --out DIR [any train flag]``;
+    ``ppox sweep --out DIR --resume`` continues an interrupted sweep with its settings."""
+    argv = [*_resume_defaults(argv), *argv]
     args, cfg, hp = resolve_train_args(
         argv, prog="ppox sweep",
         description="Hyperparameter sweep: every configuration x seed of a static setting "
                     "trained as one vmapped program (one compile). Train flags set the base "
                     "that the spec's values override. On a CPU every core is an XLA device "
-                    "(PPOX_CPU_DEVICES=N chooses N), and the runs are split across them.",
+                    "(PPOX_CPU_DEVICES=N chooses N), and the runs are split across them. "
+                    "Each finished batch is kept in --out; --resume continues an interrupted "
+                    "sweep.",
         extra_fields=_sweep_fields())
     from ppox._platform import apply_env_cpu_xla_flags
 
     apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
+    _check_args(args)
+    if args.resume:
+        SweepDir(args.out).read_record()  # one line when --out holds no sweep
+    spec = load_spec(args.spec)
+    if spec.seeds is not None and args.num_seeds not in (1, spec.seeds):
+        print(f"note: the spec's seeds = {spec.seeds} overrides --num-seeds {args.num_seeds}")
+    budget = (int(args.memory_budget_gb * 2**30) if args.memory_budget_gb is not None
+              else None)
+    options = SweepOptions(
+        base_seed=args.seed, num_seeds=args.num_seeds, batch_size=args.batch_size,
+        memory_budget=budget, progress_chunks=args.progress_chunks,
+        checkpoint_every=args.checkpoint_every, resume=args.resume,
+        overwrite=args.overwrite, top_k=args.top_k, plots=args.plots, out=sys.stdout,
+        progress=not args.quiet)
+    run_sweep(spec, cfg, hp, args.out, options)
+    return 0
+
+
+def _check_args(args: Any) -> None:
+    """The sweep's own flag rules, each one ``ConfigError`` line."""
     if args.run_dir is not None:
         raise ConfigError("ppox sweep writes into --out DIR; --run-dir is for ppox train")
-    if args.resume or args.checkpoint_every:
-        raise ConfigError("ppox sweep does not checkpoint or resume; drop --resume and "
-                          "--checkpoint-every")
     if args.data_parallel or args.split_networks:
         raise ConfigError("ppox sweep spreads its runs across the devices itself; drop "
                           "--data-parallel / --split-networks (they spread one run)")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the sweep in --out and --overwrite clears it; "
+                          "choose one")
+    if args.spec is None and not args.resume:
+        raise ConfigError("ppox sweep needs --spec SPEC.toml (see examples/sweep_cartpole.toml)"
+                          ", or --resume to continue the sweep in --out")
+    if args.checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every={args.checkpoint_every} must be >= 0 (chunks "
+                          "between checkpoints of the running batch; 0: at its end)")
+    if args.progress_chunks < 1:
+        raise ConfigError(f"progress_chunks={args.progress_chunks} must be >= 1")
     if args.top_k < 1:
         raise ConfigError(f"top_k={args.top_k} must be >= 1")
     if args.memory_budget_gb is not None and not args.memory_budget_gb > 0:
         raise ConfigError(f"memory_budget_gb={args.memory_budget_gb} must be > 0")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"batch_size={args.batch_size} must be >= 1 (runs per vmapped call)")
-    spec = load_spec(args.spec)
-    if spec.seeds is not None and args.num_seeds not in (1, spec.seeds):
-        print(f"note: the spec's seeds = {spec.seeds} overrides --num-seeds {args.num_seeds}")
-    budget = (int(args.memory_budget_gb * 2**30) if args.memory_budget_gb is not None
-              else None)
-    run_sweep(spec, cfg, hp, args.out, base_seed=args.seed, num_seeds=args.num_seeds,
-              batch_size=args.batch_size, memory_budget=budget,
-              progress_chunks=args.progress_chunks, top_k=args.top_k,
-              plots=args.plots, out=sys.stdout, progress=not args.quiet)
-    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pre:
+    """Only what a resume's defaults depend on."""
+
+    out: Path | None = None
+    config: Path | None = None
+    resume: bool = False
+
+
+def _resume_defaults(argv: Sequence[str]) -> list[str]:
+    """For ``--resume`` of a sweep directory: its recorded settings as flags in front of the
+    given ones (a given flag wins, and a different value is then refused by the resume)."""
+    import tyro
+
+    args = [a for a in argv if a not in ("-h", "--help")]
+    try:
+        pre, _ = tyro.cli(_Pre, args=args, return_unknown_args=True, add_help=False)
+    except SystemExit:
+        return []  # the full parser reports the problem
+    if not pre.resume or pre.out is None or not (pre.out / PLAN_FILE).is_file():
+        return []
+    plan = json.loads((pre.out / PLAN_FILE).read_text())
+    flags = ["--spec", str(pre.out / SPEC_FILE),
+             "--progress-chunks", str(plan.get("progress_chunks", 20)),
+             "--checkpoint-every", str(plan.get("checkpoint_every", 0))]
+    if pre.config is None:
+        flags = ["--config", str(pre.out / BASE_FILE), *flags]
+    return flags
