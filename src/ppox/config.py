@@ -44,6 +44,7 @@ Activation = Literal["tanh", "relu", "elu", "silu", "gelu"]
 PolicyKind = Literal["auto", "categorical", "gaussian", "tanh_gaussian"]
 Backend = Literal["spring", "positional", "generalized", "mjx"]
 GradClip = Literal["global", "per_network"]
+AlgoName = Literal["ppo"]  # one module each in ppox.algo
 
 META_KEY = "ppox"  # where a field's FieldSpec lives in its dataclasses metadata
 
@@ -165,6 +166,8 @@ class PPOConfig:
         "gradients together (CleanRL, PureJaxRL); per_network, each network's gradient norm "
         "on its own, as with separate actor and critic optimizers (Stoix). Under network "
         "splitting per_network needs no collective per SGD step"))
+    algo: AlgoName = option("ppo", what="an algorithm", help=(
+        "the update: ppo (clipped surrogate); each is a module of ppox.algo"))
 
     @property
     def batch_size(self) -> int:

@@ -20,15 +20,14 @@ from jax import lax
 from ppox.config import PPOConfig
 from ppox.envs import make_env
 from ppox.envs.wrappers import EpisodeStats
-from ppox.networks import Params, Policy, make_policy
+from ppox.nets import Params, Policy, make_policy
 from ppox.normalize import RunningMeanStd
-from ppox.rollout import normalize_obs
+from ppox.rollout import EnvCarry, RolloutContext, act_and_step, init_env_carry
 
 
 @struct.dataclass
 class EvalCarry:
-    env_state: Any
-    obs: jax.Array  # [E, obs_dim]
+    env: EnvCarry  # env state, obs [E, *obs_shape], policy carry
     alive: jax.Array  # [E] bool: still in the first episode
     episode_return: jax.Array  # [E]
     episode_length: jax.Array  # [E]
@@ -47,21 +46,20 @@ class EvalContext:
 
 def eval_step(ctx: EvalContext, carry: EvalCarry, key: jax.Array) -> tuple[EvalCarry, Any]:
     key_action, key_env = jax.random.split(key)
-    dist = ctx.policy.dist(ctx.params, normalize_obs(carry.obs, ctx.obs_stats, ctx.obs_clip))
-    raw = dist.mode() if ctx.deterministic else dist.sample(key_action)
-    keys = jax.random.split(key_env, carry.obs.shape[0])
-    env_state, ts = jax.vmap(ctx.env.step)(keys, carry.env_state, ctx.policy.env_action(raw))
+    keys = jax.random.split(key_env, carry.env.obs.shape[0])
+    rollout_ctx = RolloutContext(env=ctx.env, policy=ctx.policy, params=ctx.params,
+                                 obs_stats=ctx.obs_stats, obs_clip=ctx.obs_clip)
+    env, _, _, ts = act_and_step(rollout_ctx, carry.env, key_action, keys, ctx.deterministic)
     alive = carry.alive
     new = EvalCarry(
-        env_state=env_state,
-        obs=ts.obs,
+        env=env,
         alive=alive & ~ts.done,
         episode_return=carry.episode_return + jnp.where(alive, ts.reward, 0.0),
         episode_length=carry.episode_length + alive.astype(jnp.int32),
     )
     # The state *before* this step's auto-reset is what a renderer should draw: take env 0's
     # state from the carry (the observation the policy acted on).
-    out = jax.tree.map(lambda x: x[0], carry.env_state) if ctx.keep_states else None
+    out = jax.tree.map(lambda x: x[0], carry.env.env_state) if ctx.keep_states else None
     return new, out
 
 
@@ -86,7 +84,7 @@ def make_evaluate(
                           obs_stats=obs_stats if cfg.normalize_obs else None,
                           obs_clip=cfg.obs_clip, deterministic=deterministic,
                           keep_states=keep_states)
-        carry = EvalCarry(env_state, obs, jnp.ones(num_episodes, bool),
+        carry = EvalCarry(init_env_carry(policy, obs, env_state), jnp.ones(num_episodes, bool),
                           jnp.zeros(num_episodes, jnp.float32),
                           jnp.zeros(num_episodes, jnp.int32))
         carry, states = lax.scan(lambda c, k: eval_step(ctx, c, k), carry,

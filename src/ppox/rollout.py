@@ -1,11 +1,13 @@
 """Collecting a rollout: one ``lax.scan`` over T steps of ``num_envs`` vmapped envs.
 
 Only the actor runs inside the sequential loop. Values are computed afterwards in one
-batched critic pass over all ``[T, B]`` observations and all ``[T, B]`` final observations:
-the value each step bootstraps from is ``V(final_obs_t)``, which is ``V(s_{t+1})`` when the
-episode goes on (``final_obs == next obs`` then) and the value of the pre-reset observation
-when it was truncated. That removes the critic from the loop and needs no extra pass for
-the last observation.
+batched critic pass over all ``[T, B]`` observations and all ``[T, B]`` final observations
+(``Policy.values``; one scan for a recurrent critic): the value each step bootstraps from
+is ``V(final_obs_t)``, which is ``V(s_{t+1})`` when the episode goes on (``final_obs ==
+next obs`` then) and the value of the pre-reset observation when it was truncated. That
+removes the critic from the loop and needs no extra pass for the last observation.
+
+``act_and_step`` is the one act-and-step, shared with evaluation (``ppox.evaluate``).
 """
 
 from __future__ import annotations
@@ -18,35 +20,12 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
+from ppox.algo.base import Rollout
+from ppox.envs.core import TimeStep
 from ppox.envs.wrappers import EpisodeStats
-from ppox.networks import Params, Policy
+from ppox.nets import Params, Policy
 from ppox.normalize import RunningMeanStd
 from ppox.packing import pack, unpack
-
-
-@struct.dataclass
-class Transition:
-    """A rollout, time-major. ``T`` = num_steps, ``B`` = num_envs.
-
-    Attributes:
-        obs: ``[T, B, obs_dim] float32`` observation acted on (normalized if enabled).
-        action: ``[T, B] int32`` or ``[T, B, act_dim] float32`` raw policy sample.
-        log_prob: ``[T, B] float32`` log-prob of ``action`` under the behaviour policy.
-        value: ``[T, B] float32`` V(obs_t).
-        reward: ``[T, B] float32`` reward used for learning (scaled if enabled).
-        terminated: ``[T, B] bool``.
-        truncated: ``[T, B] bool``.
-        bootstrap_value: ``[T, B] float32`` V(final_obs_t) (see module docstring).
-    """
-
-    obs: jax.Array
-    action: jax.Array
-    log_prob: jax.Array
-    value: jax.Array
-    reward: jax.Array
-    terminated: jax.Array
-    truncated: jax.Array
-    bootstrap_value: jax.Array
 
 
 @struct.dataclass
@@ -54,6 +33,7 @@ class StepRecord:
     """What one step contributes to the rollout (``[B, ...]``; ``[T, B, ...]`` stacked).
 
     Inside the scan it is written as one packed float32 block (see ``ppox.packing``).
+    ``reset`` (obs starts an episode) is recorded for recurrent policies only.
     """
 
     obs: jax.Array  # raw observation acted on
@@ -63,14 +43,19 @@ class StepRecord:
     terminated: jax.Array
     truncated: jax.Array
     final_obs: jax.Array  # raw, before any reset
+    reset: jax.Array | None = None
 
 
 @struct.dataclass
 class EnvCarry:
-    """The envs between steps: batched env state and current raw obs ``[B, obs_dim]``."""
+    """The envs between steps: batched env state, current raw obs ``[B, *obs_shape]``, the
+    policy's recurrent carry (no leaves for a feed-forward policy) and, for recurrent
+    policies, ``reset [B] bool``: the current obs starts an episode."""
 
     env_state: Any
     obs: jax.Array
+    policy_carry: Any = struct.field(default_factory=dict)
+    reset: jax.Array | None = None
 
 
 @struct.dataclass
@@ -84,6 +69,12 @@ class EpisodeTotals:
     @classmethod
     def zeros(cls) -> EpisodeTotals:
         return cls(jnp.float32(0.0), jnp.float32(0.0), jnp.float32(0.0))
+
+    def add(self, info: dict[str, jax.Array]) -> EpisodeTotals:
+        return EpisodeTotals(
+            return_sum=self.return_sum + jnp.sum(info["episode_return"]),
+            length_sum=self.length_sum + jnp.sum(info["episode_length"]).astype(jnp.float32),
+            count=self.count + jnp.sum(info["episode_done"]).astype(jnp.float32))
 
 
 @struct.dataclass
@@ -107,25 +98,41 @@ def normalize_obs(obs: jax.Array, stats: RunningMeanStd | None, clip: float) -> 
     return obs if stats is None else stats.normalize(obs, clip)
 
 
+def init_env_carry(policy: Policy, obs: jax.Array, env_state: Any) -> EnvCarry:
+    """The carry of freshly reset envs (``obs [B, ...]``): every obs starts an episode."""
+    num_envs = obs.shape[0]
+    reset = jnp.ones((num_envs,), bool) if policy.is_recurrent else None
+    return EnvCarry(env_state=env_state, obs=obs, policy_carry=policy.initial_carry((num_envs,)),
+                    reset=reset)
+
+
+def act_and_step(ctx: RolloutContext, env: EnvCarry, key_action: jax.Array,
+                 env_keys: jax.Array, deterministic: bool = False,
+                 ) -> tuple[EnvCarry, jax.Array, jax.Array, TimeStep]:
+    """The policy acts on every env's current obs and the envs step (auto-resetting).
+
+    Returns the new carry, the raw action ``[B, ...]``, its log-prob ``[B]`` and the
+    ``TimeStep``. ``deterministic`` takes the distribution's mode instead of a sample.
+    """
+    dist, carry = ctx.policy.act(ctx.params, normalize_obs(env.obs, ctx.obs_stats, ctx.obs_clip),
+                                 env.policy_carry, env.reset)
+    action = dist.mode() if deterministic else dist.sample(key_action)
+    log_prob = dist.log_prob(action)
+    env_state, ts = jax.vmap(ctx.env.step)(env_keys, env.env_state, ctx.policy.env_action(action))
+    reset = None if env.reset is None else ts.done
+    new = EnvCarry(env_state=env_state, obs=ts.obs, policy_carry=carry, reset=reset)
+    return new, action, log_prob, ts
+
+
 def env_step(ctx: RolloutContext, carry: RolloutCarry,
              keys: jax.Array) -> tuple[RolloutCarry, StepRecord]:
     """One step of all envs. ``keys: [B + 1]``: one for the action sample, B for the envs."""
-    obs = carry.env.obs
-    dist = ctx.policy.dist(ctx.params, normalize_obs(obs, ctx.obs_stats, ctx.obs_clip))
-    action = dist.sample(keys[0])
-    log_prob = dist.log_prob(action)
-    env_action = ctx.policy.env_action(action)
-    env_state, ts = jax.vmap(ctx.env.step)(keys[1:], carry.env.env_state, env_action)
-    ep = carry.episodes
-    episodes = EpisodeTotals(
-        return_sum=ep.return_sum + jnp.sum(ts.info["episode_return"]),
-        length_sum=ep.length_sum + jnp.sum(ts.info["episode_length"]).astype(jnp.float32),
-        count=ep.count + jnp.sum(ts.info["episode_done"]).astype(jnp.float32),
-    )
+    env, action, log_prob, ts = act_and_step(ctx, carry.env, keys[0], keys[1:])
     record = StepRecord(
-        obs=obs, action=action, log_prob=log_prob, reward=ts.reward,
-        terminated=ts.terminated, truncated=ts.truncated, final_obs=ts.final_obs)
-    return RolloutCarry(EnvCarry(env_state=env_state, obs=ts.obs), episodes), record
+        obs=carry.env.obs, action=action, log_prob=log_prob, reward=ts.reward,
+        terminated=ts.terminated, truncated=ts.truncated, final_obs=ts.final_obs,
+        reset=carry.env.reset)
+    return RolloutCarry(env, carry.episodes.add(ts.info)), record
 
 
 def _packed_step(ctx: RolloutContext, carry: RolloutCarry,
@@ -134,8 +141,8 @@ def _packed_step(ctx: RolloutContext, carry: RolloutCarry,
     return carry, pack(record, batch_ndim=1)
 
 
-def collect(ctx: RolloutContext, env: EnvCarry, key: jax.Array, num_steps: int,
-            unroll: int = 1) -> tuple[EnvCarry, StepRecord, EpisodeTotals]:
+def collect(ctx: RolloutContext, env: EnvCarry, key: jax.Array,
+            num_steps: int) -> tuple[EnvCarry, StepRecord, EpisodeTotals]:
     """Runs ``num_steps`` steps of all envs.
 
     Returns the envs after the last step, the ``[T, B, ...]`` records and the totals of the
@@ -146,18 +153,21 @@ def collect(ctx: RolloutContext, env: EnvCarry, key: jax.Array, num_steps: int,
         num_steps, num_envs + 1, *key.shape)
     init = RolloutCarry(env, EpisodeTotals.zeros())
     template = jax.eval_shape(lambda c, k: env_step(ctx, c, k)[1], init, keys[0])
-    carry, packed = lax.scan(lambda c, k: _packed_step(ctx, c, k), init, keys,
-                             unroll=unroll)
+    carry, packed = lax.scan(lambda c, k: _packed_step(ctx, c, k), init, keys)
     return carry.env, unpack(packed, template, batch_ndim=1), carry.episodes
 
 
-def to_transition(ctx: RolloutContext, rec: StepRecord, reward: jax.Array) -> Transition:
-    """Adds values with one batched critic pass over obs and final obs (see module doc)."""
+def to_rollout(ctx: RolloutContext, rec: StepRecord, reward: jax.Array,
+               start: EnvCarry) -> tuple[Rollout, Any]:
+    """Adds values (see the module doc); returns the rollout and the critic's carry after
+    it (the policy carry's ``"critic"`` part for the next rollout)."""
     obs = normalize_obs(rec.obs, ctx.obs_stats, ctx.obs_clip)
     final_obs = normalize_obs(rec.final_obs, ctx.obs_stats, ctx.obs_clip)
-    values = ctx.policy.value(ctx.params, jnp.stack([obs, final_obs]))
-    return Transition(
-        obs=obs, action=rec.action, log_prob=rec.log_prob, value=values[0],
+    value, bootstrap, critic_carry = ctx.policy.values(ctx.params, obs, final_obs,
+                                                       start.policy_carry, rec.reset)
+    carry = start.policy_carry if ctx.policy.is_recurrent else None
+    rollout = Rollout(
+        obs=obs, action=rec.action, log_prob=rec.log_prob, value=value,
         reward=reward, terminated=rec.terminated, truncated=rec.truncated,
-        bootstrap_value=values[1],
-    )
+        bootstrap_value=bootstrap, reset=rec.reset, carry=carry)
+    return rollout, critic_carry

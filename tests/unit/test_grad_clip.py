@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
+from ppox.algo.sgd import clip_by_norm_per_network, critic_mask, flat_params
 from ppox.config import ConfigError, PPOConfig
-from ppox.update import clip_by_norm_per_network, critic_mask, flat_params
 
 
 def _params():

@@ -1,5 +1,6 @@
 """The LAPACK-free orthogonal initializer equals jax's, and is orthogonal."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,14 +60,18 @@ def test_orthogonal_kernels_are_the_q_of_their_own_gaussian_block(shapes):
 def test_policy_init_has_flax_tree_and_gains():
     from ppox.config import PPOConfig
     from ppox.envs import make_env
-    from ppox.networks import make_policy
+    from ppox.nets import make_policy
 
     env = make_env(PPOConfig(env_id="Pendulum-v1"))
     policy = make_policy(PPOConfig(env_id="Pendulum-v1", actor_hidden=(32, 16)), env.spec)
     params = policy.init(jax.random.PRNGKey(0), -0.5)
     dummy = jnp.zeros((1, *env.spec.obs_shape))
+    widths = {"actor": (32, 16, env.spec.action_dim), "critic": (64, 64, 1)}
     for name, net in (("actor", policy.actor), ("critic", policy.critic)):
-        flax_tree = jax.eval_shape(net.init, jax.random.PRNGKey(0), dummy)["params"]
+        # the tree flax's nn.Dense stack of the same widths would have
+        flax_mlp = nn.Sequential([nn.Dense(w) for w in widths[name]])
+        flax_tree = jax.eval_shape(flax_mlp.init, jax.random.PRNGKey(0), dummy)["params"]
+        flax_tree = {k.replace("layers_", "Dense_"): v for k, v in flax_tree.items()}
         assert jax.tree.map(lambda x: x.shape, params[name]) == jax.tree.map(
             lambda x: x.shape, flax_tree)
         for i, gain in enumerate(net.gains()):

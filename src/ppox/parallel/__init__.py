@@ -1,4 +1,9 @@
-"""Batched programs over seeds / hyperparameters, split across the local devices.
+"""Device layouts and the programs that run over them.
+
+``Layout`` (``ppox.parallel.layout``) says where one run lives; ``ppox.parallel.split`` holds
+the network-splitting machinery. This module builds the jitted programs.
+
+Batched programs over seeds / hyperparameters, split across the local devices.
 
 ``batched_jit(fn, in_axes)`` vmaps ``fn`` over a leading batch axis and, when the batch
 divides evenly across ``jax.local_devices()``, runs it under ``shard_map`` so each device
@@ -16,6 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from ppox.parallel.layout import DATA_AXIS, SINGLE, Layout
 
 AXIS = "runs"
 
@@ -57,9 +64,6 @@ def shard_batch(tree: Any, batch: int) -> Any:
 
 
 
-DATA_AXIS = "data"
-
-
 def data_parallel_jit(fn: Callable[..., Any], num_shards: int, num_replicated: int,
                       donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
     """One run split across ``num_shards`` devices (data parallelism, or network splitting
@@ -86,3 +90,16 @@ def shard_devices(tree: Any, num_shards: int) -> Any:
     """Places a pytree with a leading device axis ``[num_shards, ...]`` one slice per device."""
     mesh = Mesh(np.array(jax.local_devices()[:num_shards]), (DATA_AXIS,))
     return jax.device_put(tree, NamedSharding(mesh, P(DATA_AXIS)))
+
+
+__all__ = [
+    "AXIS",
+    "DATA_AXIS",
+    "SINGLE",
+    "Layout",
+    "batched_jit",
+    "data_parallel_jit",
+    "device_count_for",
+    "shard_batch",
+    "shard_devices",
+]

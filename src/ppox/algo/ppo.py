@@ -1,0 +1,170 @@
+"""PPO with the clipped surrogate (Schulman et al. 2017), the first algorithm on the seam.
+
+One update: GAE over the rollout, then ``update_epochs`` x ``num_minibatches`` SGD steps of
+``pg + vf_coef * vf - ent_coef * entropy`` (``ppox.algo.sgd``). The algorithm state is the
+optimizer state. Diagnostics are computed once per update on the whole batch with the new
+parameters (advantages normalized over the batch): the loss parts, ``approx_kl`` and
+``clip_frac`` of the new policy against the behaviour policy, ``update_norm``,
+``explained_variance`` and the learning rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from ppox.algo.base import AlgoSetup, Metrics, Rollout, UpdateContext
+from ppox.algo.sgd import (
+    SGD,
+    Objective,
+    flat_params,
+    flatten_time,
+    learning_rate,
+    permutations,
+    step_keys,
+)
+from ppox.losses import (
+    explained_variance,
+    gae,
+    normalize_advantages,
+    ppo_clip_loss,
+    value_loss,
+)
+from ppox.nets import Params
+
+
+@struct.dataclass
+class Batch:
+    """Training data: rows ``[N, ...]`` (``N = T * B``), or time-major env sequences
+    ``[T, B, ...]`` with ``reset [T, B]`` and the start ``carry [B, ...]`` (recurrent).
+
+    Attributes:
+        obs, action: as in the rollout; log_prob, value, advantages, returns: float32.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    advantages: jax.Array
+    returns: jax.Array
+    reset: jax.Array | None = None
+    carry: Any = None
+
+
+def make_batch(rollout: Rollout, advantages: jax.Array, returns: jax.Array) -> Batch:
+    """Rows for a feed-forward policy; whole sequences (``rollout.reset`` set) otherwise."""
+    batch = Batch(obs=rollout.obs, action=rollout.action, log_prob=rollout.log_prob,
+                  value=rollout.value, advantages=advantages, returns=returns,
+                  reset=rollout.reset)
+    if rollout.reset is not None:
+        return batch
+    return jax.tree.map(flatten_time, batch)
+
+
+def gae_of(ctx: UpdateContext, rollout: Rollout) -> tuple[jax.Array, jax.Array]:
+    """``(advantages, returns)`` ``[T, B]`` of a rollout with the run's gamma and lambda."""
+    return gae(rollout.reward, rollout.value, rollout.bootstrap_value, rollout.terminated,
+               rollout.truncated, ctx.hp.gamma, ctx.hp.gae_lambda)
+
+
+def policy_terms(ctx: UpdateContext, params: Params, mb: Batch,
+                 key: jax.Array | None) -> tuple[Any, jax.Array, jax.Array]:
+    """``(new distribution, new log-probs of the taken actions, mean entropy)``."""
+    dist = ctx.policy.dist(params, mb.obs, mb.carry, mb.reset)
+    return dist, dist.log_prob(mb.action), jnp.mean(dist.entropy(key))
+
+
+def value_term(ctx: UpdateContext, params: Params, mb: Batch) -> jax.Array:
+    value = ctx.policy.value(params, mb.obs, mb.carry, mb.reset)
+    return value_loss(value, mb.value, mb.returns, ctx.hp.vf_clip_eps, ctx.cfg.clip_value_loss)
+
+
+def ppo_loss(ctx: UpdateContext, params: Params, mb: Batch,
+             key: jax.Array | None) -> tuple[jax.Array, Metrics]:
+    """Total loss ``pg + vf_coef * vf - ent_coef * entropy`` on one minibatch.
+
+    ``mb.advantages`` are used as given (normalized before). The auxiliary dict holds the
+    loss parts and the PPO diagnostics; inside the SGD step only the gradient is used, so
+    XLA drops the diagnostics there.
+    """
+    hp = ctx.hp
+    _, log_prob, entropy = policy_terms(ctx, params, mb, key)
+    pg_loss, (approx_kl, clip_frac) = ppo_clip_loss(log_prob, mb.log_prob, mb.advantages,
+                                                    hp.clip_eps)
+    v_loss = value_term(ctx, params, mb)
+    total = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
+    return total, {"loss": total, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy,
+                   "approx_kl": approx_kl, "clip_frac": clip_frac}
+
+
+def objective(ctx: UpdateContext) -> Objective:
+    """The clipped objective, with its actor and critic parts for network splitting."""
+    hp = ctx.hp
+
+    def actor(p: Params, mb: Batch, key: jax.Array | None) -> jax.Array:
+        _, log_prob, entropy = policy_terms(ctx, p, mb, key)
+        pg_loss, _ = ppo_clip_loss(log_prob, mb.log_prob, mb.advantages, hp.clip_eps)
+        return pg_loss - hp.ent_coef * entropy
+
+    def critic(p: Params, mb: Batch) -> jax.Array:
+        return hp.vf_coef * value_term(ctx, p, mb)
+
+    return Objective(loss=lambda p, mb, key: ppo_loss(ctx, p, mb, key), actor=actor,
+                     critic=critic)
+
+
+def entropy_keys(ctx: UpdateContext, key: jax.Array) -> jax.Array | None:
+    """One key per SGD step for the tanh-Gaussian entropy estimate (None otherwise)."""
+    return step_keys(key, ctx.cfg) if ctx.policy.kind == "tanh_gaussian" else None
+
+
+def sgd_order(ctx: UpdateContext, batch: Batch, key: jax.Array) -> jax.Array:
+    """Per epoch, a permutation of the rows (feed-forward) or of the envs (sequences)."""
+    sequences = batch.reset is not None
+    n = batch.obs.shape[1] if sequences else batch.obs.shape[0]
+    return permutations(key, ctx.cfg.update_epochs, n)
+
+
+def diagnostics(ctx: UpdateContext, batch: Batch, old: Params, new: Params, key: jax.Array,
+                returns: jax.Array) -> Metrics:
+    """The update's metrics on the whole batch with the new parameters."""
+    diag_batch = batch
+    if ctx.cfg.normalize_advantages:
+        diag_batch = batch.replace(advantages=normalize_advantages(batch.advantages))
+    _, metrics = ppo_loss(ctx, new, diag_batch,
+                          key if ctx.policy.kind == "tanh_gaussian" else None)
+    metrics["update_norm"] = jnp.linalg.norm(flat_params(new)[0] - flat_params(old)[0])
+    metrics["explained_variance"] = explained_variance(
+        batch.value.reshape(returns.shape), returns)
+    metrics["learning_rate"] = learning_rate(ctx.cfg, ctx.hp, ctx.update_idx)
+    return metrics
+
+
+@dataclass(frozen=True)
+class PPO:
+    """The clipped-surrogate PPO update (see the module docstring)."""
+
+    def check(self, setup: AlgoSetup) -> None:
+        del setup  # runs with every policy, torso and layout
+
+    def init(self, setup: AlgoSetup, params: Params, hp: Any) -> Any:
+        return SGD(setup).init(params, hp)
+
+    def update(self, ctx: UpdateContext, rollout: Rollout, params: Params, algo_state: Any,
+               key: jax.Array) -> tuple[Params, Any, Metrics]:
+        advantages, returns = gae_of(ctx, rollout)
+        batch = make_batch(rollout, advantages, returns)
+        key_perm, key_ent, key_diag = jax.random.split(key, 3)
+        new, opt_state = SGD(ctx.setup).run(
+            ctx.hp, objective(ctx), batch, rollout.carry, params, algo_state,
+            sgd_order(ctx, batch, key_perm), entropy_keys(ctx, key_ent))
+        return new, opt_state, diagnostics(ctx, batch.replace(carry=rollout.carry), params,
+                                           new, key_diag, returns)
+
+
+ALGORITHM = PPO()

@@ -1,0 +1,260 @@
+"""Minibatch SGD that every algorithm can call: the optimizer and its learning-rate
+schedule, the flat-parameter layout, minibatches by rows or by whole env sequences, and
+the epochs x minibatches loop over a loss.
+
+During the update the parameters are one flat float32 vector (``ravel_pytree``), and the
+optimizer state lives in that layout between updates: the gradient-norm clip and Adam then
+run as a handful of fused ops on one buffer instead of a few ops per weight matrix, which is
+a sizeable share of a small network's SGD step. Per epoch the batch is shuffled with one
+gather (memory: one batch), advantages are normalized per minibatch for all minibatches at
+once, and the minibatches are packed into one float32 block (``ppox.packing``), so the
+sequential SGD loop does nothing but the gradient step.
+
+Minibatches are rows of the flattened ``[T * B]`` batch for feed-forward policies, and whole
+env sequences (``[T, B / M]``: envs shuffled, not rows, with each sequence's start carry)
+for recurrent ones, so the update replays each sequence as the rollout ran it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from ppox.algo.base import AlgoSetup, UpdateContext
+from ppox.config import HParams, PPOConfig
+from ppox.losses import normalize_advantages
+from ppox.nets import Params
+from ppox.packing import pack, unpack
+from ppox.parallel.split import SplitParams, clip_by_global_norm_across
+
+Loss = Callable[[Params, Any, Any], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@struct.dataclass
+class OptState:
+    """Flat parameters (or, under network splitting, this device's own vector) and the
+    optimizer state over them."""
+
+    params: jax.Array
+    opt_state: Any
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """A loss to minimize by SGD. ``loss(params, mb, key) -> (total, aux)`` on one minibatch;
+    under network splitting also its two separable parts, ``actor(actor params, mb, key)``
+    and ``critic(critic params, mb)``, whose sum is ``loss``."""
+
+    loss: Loss
+    actor: Callable[[Params, Any, Any], jax.Array] | None = None
+    critic: Callable[[Params, Any], jax.Array] | None = None
+
+
+def flat_params(params: Params) -> tuple[jax.Array, Any]:
+    """The parameter pytree as one flat float32 vector, and the function that undoes it."""
+    return ravel_pytree(params)
+
+
+def critic_mask(params: Params) -> jax.Array:
+    """``[P] bool``: which entries of the flat parameter vector are the critic's."""
+    marks = {k: jax.tree.map(lambda x, c=(k == "critic"): jnp.full(x.shape, c, jnp.float32), v)
+             for k, v in params.items()}
+    return ravel_pytree(marks)[0] > 0.5
+
+
+def learning_rate(cfg: PPOConfig, hp: HParams, update_idx: jax.Array) -> jax.Array:
+    """The learning rate during update ``update_idx`` (0-based): ``lr`` or, annealed, ``lr *
+    (1 - update_idx / num_updates)``. The one schedule: the optimizer and the metrics use it."""
+    if not cfg.anneal_lr:
+        return jnp.asarray(hp.learning_rate, jnp.float32)
+    return hp.learning_rate * (1.0 - update_idx / cfg.num_updates)
+
+
+def clip_by_norm_per_network(max_norm: Any,
+                             critic: jax.Array) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` applied to the actor's and the critic's entries of one
+    flat gradient vector (``critic``: the mask of the critic's entries) separately."""
+
+    def init_fn(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates: jax.Array, state: optax.EmptyState, params: Any = None):
+        del params
+        sq = jnp.square(updates)
+        norms = jnp.sqrt(jnp.stack([jnp.sum(jnp.where(critic, 0.0, sq)),
+                                    jnp.sum(jnp.where(critic, sq, 0.0))]))
+        scale = jnp.where(norms < max_norm, 1.0, max_norm / norms)
+        return updates * jnp.where(critic, scale[1], scale[0]), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def make_optimizer(cfg: PPOConfig, hp: HParams, split_axis: str | None = None,
+                   critic: jax.Array | None = None,
+                   steps_per_update: int | None = None) -> optax.GradientTransformation:
+    """The gradient clip (``max_grad_norm``, see ``PPOConfig.grad_clip``) then Adam (eps
+    1e-5) at ``learning_rate``, which drops once per update (``steps_per_update`` optimizer
+    steps; default ``update_epochs * num_minibatches``).
+
+    ``per_network`` clips the actor's and the critic's entries each to the bound
+    (``critic``: the mask of the critic's entries, see ``critic_mask``). ``split_axis``:
+    under network splitting each device's vector is one network, and a global norm is taken
+    across the devices. The schedule is always a function of the step count, annealed or
+    not, so the optimizer state has the same structure either way.
+    """
+    steps = steps_per_update or cfg.update_epochs * cfg.num_minibatches
+    schedule = lambda count: learning_rate(cfg, hp, count // steps)
+    if cfg.grad_clip == "per_network" and split_axis is None:
+        if critic is None:
+            raise ValueError("grad_clip='per_network' needs the critic mask (critic_mask)")
+        clip = clip_by_norm_per_network(hp.max_grad_norm, critic)
+    elif cfg.grad_clip == "global" and split_axis is not None:
+        clip = clip_by_global_norm_across(hp.max_grad_norm, split_axis)
+    else:  # global on one device, or one network per device
+        clip = optax.clip_by_global_norm(hp.max_grad_norm)
+    return optax.chain(clip, optax.adam(learning_rate=schedule, eps=1e-5))
+
+
+@dataclass(frozen=True, eq=False)
+class SGD:
+    """Minibatch SGD of the flat parameters for one run's setup: builds the optimizer for
+    the layout (network splitting: each device its own network) and runs the loop."""
+
+    setup: AlgoSetup
+    steps_per_update: int | None = None
+
+    def split(self, params: Params) -> SplitParams | None:
+        axis = self.setup.layout.split_axis
+        return None if axis is None else SplitParams.of(params, axis)
+
+    def optimizer(self, hp: HParams, params: Params) -> optax.GradientTransformation:
+        cfg, split = self.setup.cfg, self.split(params)
+        mask = critic_mask(params) if cfg.grad_clip == "per_network" and split is None else None
+        return make_optimizer(cfg, hp, split.axis_name if split else None, mask,
+                              self.steps_per_update)
+
+    def init(self, params: Params, hp: HParams) -> Any:
+        """The optimizer state over the flat parameters (under network splitting, over this
+        device's own network)."""
+        split = self.split(params)
+        own = flat_params(params)[0] if split is None else split.own(params)
+        return self.optimizer(hp, params).init(own)
+
+    def run(self, hp: HParams, objective: Objective, batch: Any, carry: Any, params: Params,
+            opt_state: Any, perms: jax.Array, keys: jax.Array | None) -> tuple[Params, Any]:
+        """``perms.shape[0]`` epochs over ``batch``; returns the new parameters (the full
+        tree on every device) and optimizer state.
+
+        ``batch``: rows ``[N, ...]`` (``carry`` None) or time-major sequences ``[T, B, ...]``
+        with their start ``carry [B, ...]``; ``perms [epochs, N or B]``; ``keys``: one PRNG
+        key per SGD step ``[epochs, M]`` for losses that need one, else None.
+        """
+        split = self.split(params)
+        flat, unravel = flat_params(params)
+        loop = _Loop(self.setup, hp, objective, self.optimizer(hp, params), split,
+                     template=_template(batch, carry is not None), unravel=unravel)
+        opt = OptState(flat if split is None else split.own(params), opt_state)
+        new, _ = lax.scan(lambda o, xs: loop.epoch(batch, carry, o, xs), opt, (perms, keys))
+        new_params = unravel(new.params) if split is None else split.join(new.params)
+        return new_params, new.opt_state
+
+
+def _template(batch: Any, sequences: bool) -> Any:
+    """One row (or one env's sequence) of the batch, for unpacking packed minibatches."""
+    return jax.tree.map(lambda x: x[:, :1] if sequences else x[:1], batch)
+
+
+@dataclass(frozen=True, eq=False)
+class _Loop:
+    setup: AlgoSetup
+    hp: HParams
+    objective: Objective
+    tx: optax.GradientTransformation
+    split: SplitParams | None
+    template: Any
+    unravel: Any
+
+    def grads(self, flat: jax.Array, mb: Any, key: jax.Array | None) -> jax.Array:
+        obj, split = self.objective, self.split
+        if split is None:
+            return jax.grad(lambda f: obj.loss(self.unravel(f), mb, key)[0])(flat)
+        assert obj.actor is not None and obj.critic is not None
+        return jax.grad(lambda own: split.own_loss(
+            lambda p: obj.actor(p, mb, key), lambda p: obj.critic(p, mb), own))(flat)
+
+    def step(self, opt: OptState, xs: tuple[Any, Any, jax.Array | None]) -> tuple[OptState, None]:
+        """One minibatch (packed ``[mb, F]`` rows or ``[T, b, F]`` sequences): gradient,
+        mean over the data-parallel devices, clip, Adam."""
+        packed, carry, key = xs
+        seq = carry is not None
+        mb = unpack(packed, self.template, batch_ndim=2 if seq else 1)
+        if seq:
+            mb = mb.replace(carry=carry)
+        grads = self.setup.layout.pmean(self.grads(opt.params, mb, key))
+        updates, opt_state = self.tx.update(grads, opt.opt_state, opt.params)
+        return OptState(optax.apply_updates(opt.params, updates), opt_state), None
+
+    def epoch(self, batch: Any, carry: Any, opt: OptState,
+              xs: tuple[jax.Array, jax.Array | None]) -> tuple[OptState, None]:
+        perm, keys = xs
+        packed, carries = minibatches(self.setup.cfg, batch, carry, perm)
+        opt, _ = lax.scan(self.step, opt, (packed, carries, keys))
+        return opt, None
+
+
+def permutations(key: jax.Array, epochs: int, num_rows: int) -> jax.Array:
+    """``[epochs, num_rows] int32``: an independent uniform permutation of the rows per epoch
+    (one sort of random 32-bit keys per epoch; ties, p ~ N^2 / 2^33, keep index order)."""
+    bits = jax.random.bits(key, (epochs, num_rows), jnp.uint32)
+    rows = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.int32), (epochs, num_rows))
+    return lax.sort_key_val(bits, rows, dimension=1)[1]
+
+
+def minibatches(cfg: PPOConfig, batch: Any, carry: Any,
+                perm: jax.Array) -> tuple[jax.Array, Any]:
+    """One epoch's minibatches, packed: ``[M, mb, F]`` from rows, or ``[M, T, B / M, F]``
+    from env sequences (then also their start carries ``[M, B / M, ...]``).
+
+    A single gather per epoch (memory: one batch), then advantages are normalized per
+    minibatch, vectorized over all minibatches at once (outside the sequential SGD loop).
+    The batch's ``advantages`` field is the one normalized (if ``normalize_advantages``).
+    """
+    m = cfg.num_minibatches
+    if carry is None:
+        shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0), batch)
+        mbs = jax.tree.map(lambda x: x.reshape(m, -1, *x.shape[1:]), shuffled)
+        carries = None
+    else:
+        shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=1), batch)
+        mbs = jax.tree.map(
+            lambda x: jnp.moveaxis(x.reshape(x.shape[0], m, -1, *x.shape[2:]), 1, 0), shuffled)
+        carries = jax.tree.map(lambda c: jnp.take(c, perm, axis=0).reshape(m, -1, *c.shape[1:]),
+                               carry)
+    if cfg.normalize_advantages:
+        mbs = mbs.replace(advantages=jax.vmap(normalize_advantages)(mbs.advantages))
+    return pack(mbs, batch_ndim=2 if carry is None else 3), carries
+
+
+def flatten_time(x: jax.Array) -> jax.Array:
+    """``[T, B, ...] -> [T * B, ...]``."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def step_keys(key: jax.Array, cfg: PPOConfig) -> jax.Array:
+    """``[epochs, minibatches]`` PRNG keys, one per SGD step."""
+    return jax.random.split(key, cfg.update_epochs * cfg.num_minibatches).reshape(
+        cfg.update_epochs, cfg.num_minibatches, *key.shape)
+
+
+__all__ = ["SGD", "Objective", "OptState", "UpdateContext", "critic_mask", "flat_params",
+           "flatten_time", "learning_rate", "make_optimizer", "minibatches", "permutations",
+           "step_keys"]

@@ -1,0 +1,166 @@
+"""Networks by composition: a torso (``ppox.nets.torso``) and a linear output layer make a
+``Network``; an actor network with an action head (``ppox.nets.heads``) and a critic
+network make the ``Policy``.
+
+Initialization follows the common PPO implementations (CleanRL, PureJaxRL): orthogonal
+weights with gain sqrt(2) in hidden layers, 0.01 on the policy output and 1.0 on the value
+output, zero biases; a state-independent log-std vector for Gaussian policies. All of a
+network's kernels come from one ``ppox.initializers.orthogonal_kernels`` draw.
+
+Parameters are ``{"actor": ..., "critic": ..., "log_std": [d]}`` (``log_std`` only for
+continuous policies). A recurrent policy's carry is ``{"actor": ..., "critic": ...}``: the
+critic has its own recurrent state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ppox.config import PPOConfig
+from ppox.distributions import Distribution
+from ppox.envs.core import EnvSpec
+from ppox.initializers import orthogonal_kernels
+from ppox.nets.heads import ActionHead, resolve_policy_kind
+from ppox.nets.torso import Carry, MLPTorso, Params, dense, dense_params
+
+Torso = MLPTorso  # the protocol every torso follows is documented in ppox.nets.torso
+
+
+@dataclass(frozen=True)
+class Network:
+    """``torso`` then a linear layer to ``out_dim`` (kernel gain ``out_gain``)."""
+
+    torso: Torso
+    out_dim: int
+    out_gain: float
+
+    def gains(self) -> list[float]:
+        """The orthogonal-init gain of every kernel, the output layer's last."""
+        return [*self.torso.gains(), self.out_gain]
+
+    def init(self, key: jax.Array) -> Params:
+        shapes = [*self.torso.matrices(), (self.torso.out_dim, self.out_dim)]
+        kernels = orthogonal_kernels(key, shapes, self.gains())
+        params = self.torso.build(kernels[:-1])
+        params[self.torso.head_name] = dense_params(kernels[-1])
+        return params
+
+    def apply(self, params: Params, x: jax.Array, carry: Carry = (),
+              reset: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+        features, carry = self.torso.apply(params, x, carry, reset)
+        return dense(params[self.torso.head_name], features), carry
+
+    def apply_sequence(self, params: Params, xs: jax.Array, carry: Carry,
+                       resets: jax.Array | None) -> jax.Array:
+        """Outputs for a time-major ``[T, B, ...]`` sequence started from ``carry`` (``[B]``),
+        resetting where ``resets`` (``[T, B]``) is set: the rollout's computation, replayed."""
+        if not self.torso.is_recurrent:
+            return self.apply(params, xs)[0]
+
+        def step(c: Carry, inp: tuple[jax.Array, jax.Array]) -> tuple[Carry, jax.Array]:
+            x, r = inp
+            out, c = self.apply(params, x, c, r)
+            return c, out
+
+        return lax.scan(step, carry, (xs, resets))[1]
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """Actor and critic networks plus the action head for one env spec.
+
+    Feed-forward calls take ``obs`` of any leading batch shape ``[..., *obs_shape]``. With a
+    recurrent torso, ``dist``/``value`` take time-major ``[T, B, ...]`` sequences with the
+    carry at their start and the per-step episode starts ``reset [T, B]``.
+    """
+
+    head: ActionHead
+    actor: Network
+    critic: Network
+
+    @property
+    def kind(self) -> str:
+        return self.head.kind
+
+    @property
+    def spec(self) -> EnvSpec:
+        return self.head.spec
+
+    @property
+    def is_recurrent(self) -> bool:
+        return self.actor.torso.is_recurrent or self.critic.torso.is_recurrent
+
+    def init(self, key: jax.Array, init_log_std: Any = 0.0) -> Params:
+        key_actor, key_critic = jax.random.split(key)
+        return {"actor": self.actor.init(key_actor), "critic": self.critic.init(key_critic),
+                **self.head.init(init_log_std)}
+
+    def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
+        return {"actor": self.actor.torso.initial_carry(batch_shape),
+                "critic": self.critic.torso.initial_carry(batch_shape)}
+
+    def act(self, params: Params, obs: jax.Array, carry: Carry,
+            reset: jax.Array | None) -> tuple[Distribution, Carry]:
+        """One step of the actor (rollout, evaluation): the distribution and the new carry
+        (the critic's carry is advanced later, in ``values``)."""
+        out, actor_carry = self.actor.apply(params["actor"], obs, carry["actor"], reset)
+        return self.head.dist(out, params), {**carry, "actor": actor_carry}
+
+    def dist(self, params: Params, obs: jax.Array, carry: Carry | None = None,
+             reset: jax.Array | None = None) -> Distribution:
+        actor_carry = None if carry is None else carry["actor"]
+        return self.head.dist(self.actor.apply_sequence(params["actor"], obs, actor_carry,
+                                                        reset), params)
+
+    def value(self, params: Params, obs: jax.Array, carry: Carry | None = None,
+              reset: jax.Array | None = None) -> jax.Array:
+        """``V(obs)``: ``[...]`` float32."""
+        critic_carry = None if carry is None else carry["critic"]
+        return self.critic.apply_sequence(params["critic"], obs, critic_carry, reset)[..., 0]
+
+    def values(self, params: Params, obs: jax.Array, final_obs: jax.Array, carry: Carry,
+               reset: jax.Array | None) -> tuple[jax.Array, jax.Array, Carry]:
+        """``(V(obs_t), V(final_obs_t), critic carry after the last step)`` (values
+        ``[T, B]``) for a rollout started with the policy carry ``carry``.
+
+        Feed-forward: one batched pass over both. Recurrent: one scan; the bootstrap value
+        of step t reads ``final_obs_t`` with the carry after ``obs_t`` (no reset between).
+        """
+        if not self.critic.torso.is_recurrent:
+            v = self.value(params, jnp.stack([obs, final_obs]))
+            return v[0], v[1], carry["critic"]
+        net, p = self.critic, params["critic"]
+
+        def step(c: Carry, inp: tuple[jax.Array, jax.Array, jax.Array]):
+            o, fo, r = inp
+            v, c = net.apply(p, o, c, r)
+            bv, _ = net.apply(p, fo, c, jnp.zeros_like(r))
+            return c, (v[..., 0], bv[..., 0])
+
+        end, (v, bv) = lax.scan(step, carry["critic"], (obs, final_obs, reset))
+        return v, bv, end
+
+    def env_action(self, raw: jax.Array) -> jax.Array:
+        return self.head.env_action(raw)
+
+
+def make_torso(cfg: PPOConfig, spec: EnvSpec, hidden: tuple[int, ...]) -> Torso:
+    return MLPTorso(tuple(spec.obs_shape), tuple(hidden), cfg.activation)
+
+
+def make_policy(cfg: PPOConfig, spec: EnvSpec) -> Policy:
+    kind = resolve_policy_kind(cfg, spec)
+    return Policy(
+        head=ActionHead(kind, spec),
+        actor=Network(make_torso(cfg, spec, cfg.actor_hidden), spec.action_dim, 0.01),
+        critic=Network(make_torso(cfg, spec, cfg.critic_hidden), 1, 1.0),
+    )
+
+
+__all__ = ["ActionHead", "MLPTorso", "Network", "Params", "Policy", "make_policy",
+           "make_torso", "resolve_policy_kind"]
