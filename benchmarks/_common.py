@@ -1,10 +1,9 @@
-"""Helpers shared by the benchmark scripts: machine identity, result paths, JSON, timing.
+"""What every benchmark script imports: the results folder, the per-point options, and the
+harness's machine helpers (``benchmarks.harness.machine``).
 
 Every script under ``benchmarks/`` writes ``benchmarks/results/<machine>/<name>.json`` (and
 a PNG) where ``<machine>`` is :func:`machine_name`, so results from different machines sit
-side by side. The helpers live in :mod:`ppox.bench` (so that ``ppox bench`` works from an
-installed package without this folder); this module re-exports them and pins the results
-folder to ``benchmarks/results``.
+side by side.
 
     from benchmarks._common import interleaved, machine_info, median, ratio, results_dir, save_json
 """
@@ -12,27 +11,19 @@ folder to ``benchmarks/results``.
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from pathlib import Path
 
-# Make `import ppox` work when a script is run as `python benchmarks/<name>.py` from a
-# checkout that is not pip-installed (the venv normally has ppox installed in editable mode).
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT / "src") not in sys.path and not os.environ.get("PPOX_NO_SRC_PATH"):
-    sys.path.append(str(_ROOT / "src"))
-
-from ppox.bench import (  # noqa: E402
+from benchmarks.harness.machine import (
     argv_string,
     interleaved,
     machine_info,
     machine_name,
-    median,
-    peak_rss_mb,
     ratio,
     save_json,
-    time_compiled,
 )
+from ppox.diagnostics import median, peak_rss_mb, time_compiled
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS_ROOT: Path = _ROOT / "benchmarks" / "results"
 REPO_ROOT: Path = _ROOT

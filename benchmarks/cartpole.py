@@ -32,15 +32,14 @@ if __package__ in (None, ""):
 import tyro
 
 from benchmarks._common import argv_string, machine_info, results_dir, save_json
-from ppox.bench import (
+from benchmarks.harness.peers import (
     cartpole_comparison_config,
-    fmt_num,
-    format_table,
-    plot_side_by_side,
     ppox_job,
     run_side_by_side,
     summarize_side_by_side,
 )
+from benchmarks.harness.plots import plot_side_by_side
+from benchmarks.harness.tables import fmt_num, format_table
 
 SETTINGS = ((4, 500_000), (64, 5_000_000))
 QUICK_SETTINGS = ((4, 100_000), (64, 500_000))

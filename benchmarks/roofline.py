@@ -11,7 +11,7 @@ For each (env, num_envs) point, in its own fresh process, three programs are com
   * trainer: full updates through ppox's public chunked trainer (``make_train_chunk``).
 
 The trainer's useful FLOP/s is its steps/s times the useful FLOPs per env step counted
-from the layer shapes (``ppox.bench.ppo_flops``: rollout = actor forward + critic forward
+from the layer shapes (``ppox.diagnostics.ppo_flops``: rollout = actor forward + critic forward
 on every step (+ one bootstrap row per env); update = epochs x (forward + backward =
 3 x forward) of actor and critic on every step; 2 x fan_in x fan_out per dense layer and
 row), shown against the machine's dense-matmul peak: the best of 5 timed 2048^3 float32
@@ -33,7 +33,6 @@ Writes ``benchmarks/results/<machine>/roofline.json`` and ``roofline.png``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -50,17 +49,11 @@ from benchmarks._common import (
     results_dir,
     save_json,
 )
-from ppox.bench import (
-    PARTS,
-    matmul_peak_in_process,
-    override_plan,
-    plot_roofline,
-    point_config,
-    roofline_plan,
-    roofline_table,
-    run_points,
-    xla_flop_check,
-)
+from benchmarks.harness.plans import override_plan, roofline_plan, run_points
+from benchmarks.harness.plots import plot_roofline
+from benchmarks.harness.tables import roofline_table
+from benchmarks.harness.workers import PARTS, matmul_peaks
+from ppox.diagnostics import point_config, xla_flop_check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = override_plan(roofline_plan(args.quick), args.envs, args.num_envs, (4, 64, 1024))
     target_s, repeats = args.timing()
 
-    peaks = {"this_process_flags": matmul_peak_in_process(None),
-             "one_device_per_core": matmul_peak_in_process(len(os.sched_getaffinity(0)))}
+    peaks, peak = matmul_peaks()
     for name, p in peaks.items():
-        if "error" in p:
-            raise SystemExit(f"matmul peak ({name}) failed: {p['error']}\n"
-                             f"{p.get('stderr_tail', '')}")
         print(f"matmul 2048^3 float32 ({name}, {p['num_devices']} device(s)): best "
               f"{p['peak_gflops']:,.0f} GFLOP/s, median {p['median_gflops']:,.0f}", flush=True)
-    peak = max(p["peak_gflops"] for p in peaks.values())
 
     checks = {}
     for env_id in plan:

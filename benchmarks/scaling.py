@@ -42,7 +42,9 @@ from benchmarks._common import (
     results_dir,
     save_json,
 )
-from ppox.bench import override_plan, plot_scaling, run_points, scaling_plan, scaling_table
+from benchmarks.harness.plans import override_plan, run_points, scaling_plan
+from benchmarks.harness.plots import plot_scaling
+from benchmarks.harness.tables import scaling_table
 
 
 @dataclasses.dataclass(frozen=True)

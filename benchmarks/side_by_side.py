@@ -1,7 +1,7 @@
 """ppox side by side with peer PPOs, in one run: interleaved fresh processes, medians, ratios.
 
-Every measurement runs in its own fresh process, ppox included (``python -m ppox.bench
-train '<json>'`` prints the same JSON fields as the peer runners in
+Every measurement runs in its own fresh process, ppox included (``python
+benchmarks/worker.py train '<json>'`` prints the same JSON fields as the peer runners in
 ``benchmarks/peers/``); over ``--rounds`` rounds the implementations run interleaved
 (A B C, C B A, ...), and the table shows medians over rounds, the ratios ppox/peer of
 steps per second and compile time, and the final return of each, so speed is not bought
@@ -52,16 +52,16 @@ if __package__ in (None, ""):
 import tyro
 
 from benchmarks._common import argv_string, machine_info, results_dir, save_json
-from ppox.bench import (
+from benchmarks.harness.peers import (
     Job,
     cartpole_comparison_config,
     peer_job,
-    plot_side_by_side,
     ppox_job,
     run_side_by_side,
-    side_by_side_table,
     summarize_side_by_side,
 )
+from benchmarks.harness.plots import plot_side_by_side
+from benchmarks.harness.tables import side_by_side_table
 
 
 @dataclasses.dataclass(frozen=True)

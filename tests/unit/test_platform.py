@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from jax._src import xla_bridge
 
-from ppox import _platform, bench
+from ppox import _platform
 
 HALFCHEETAH_FLAGS = _platform.ENV_CPU_XLA_FLAGS["brax/halfcheetah"]
 
@@ -51,16 +51,3 @@ def test_nothing_once_backends_run_or_off_cpu(fresh_backend):
     fresh_backend.setattr(xla_bridge, "backends_are_initialized", lambda: False)
     fresh_backend.setenv("JAX_PLATFORMS", "cuda")
     assert _platform.apply_env_cpu_xla_flags("brax/halfcheetah") == ()
-
-
-def test_benchmark_workers_set_up_like_ppox_train(fresh_backend):
-    import os
-
-    bench._worker_platform("brax/halfcheetah")
-    assert os.environ["XLA_FLAGS"].split() == [
-        "--xla_force_host_platform_device_count=2", *HALFCHEETAH_FLAGS]
-    # a worker of a run spread over devices gets one device per core, as `ppox train` does
-    fresh_backend.setenv("XLA_FLAGS", "")
-    fresh_backend.setenv("PPOX_CPU_DEVICES", "2")
-    bench._worker_platform("CartPole-v1", multi_device=True)
-    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"

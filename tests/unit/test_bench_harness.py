@@ -1,0 +1,181 @@
+"""The benchmark harness (``benchmarks/``): timing order, peer flags, side by side with fake
+workers, tables, plots, the workers' platform set-up, the scripts' command lines, and the
+quick run end to end with the smallest point (CartPole-v1, 2 envs, ~0.05 s timed runs, no
+peers), which measures in fresh worker processes."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+from jax._src import xla_bridge
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness import machine, peers, plots, tables, workers  # noqa: E402
+from ppox import _platform  # noqa: E402
+from ppox.config import HParams, PPOConfig  # noqa: E402
+
+SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+
+
+def test_ratio_and_interleaved_order():
+    assert machine.ratio([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]) == 2.0
+    assert machine.ratio(1.0, 0.0) != machine.ratio(1.0, 0.0)  # NaN
+    calls: list[str] = []
+    times = machine.interleaved({"a": lambda: calls.append("a"),
+                                 "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert [len(v) for v in times.values()] == [3, 3]
+
+
+def test_peer_args_match_the_config():
+    cfg = PPOConfig(num_envs=8, num_steps=16, total_timesteps=4096, num_minibatches=2)
+    args = peers.peer_args("rejax", cfg, HParams(), repeats=2, seed=3)
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["--num-envs"] == "8" and flags["--num-steps"] == "16"
+    assert flags["--num-minibatches"] == "2" and flags["--hidden"] == "64,64"
+    assert flags["--total-timesteps"] == "4096" and flags["--seed"] == "3"
+    assert float(flags["--learning-rate"]) == pytest.approx(2.5e-4)
+    brax_cfg = PPOConfig(env_id="brax/halfcheetah", critic_hidden=(256, 256))
+    brax_flags = peers.peer_args("brax", brax_cfg, HParams())
+    assert brax_flags[brax_flags.index("--env") + 1] == "halfcheetah"
+    assert brax_flags[brax_flags.index("--critic-hidden") + 1] == "256,256"
+    with pytest.raises(ValueError, match="same widths"):
+        peers.peer_args("rejax", brax_cfg, HParams())
+
+
+def test_side_by_side_with_fake_workers(tmp_path):
+    def fake(sps: float, ret: float) -> list[str]:
+        line = json.dumps({"compile_s": 1.0, "run_s": [1.0], "sps": [sps],
+                           "final_return": ret})
+        return [sys.executable, "-c", f"print('log line'); print({line!r})"]
+
+    jobs = [peers.Job("ppox", fake(200.0, 500.0)), peers.Job("ppox-dp", fake(300.0, 500.0)),
+            peers.Job("peer", fake(100.0, 480.0)), peers.Job("gone", None, skipped="no venv")]
+    raw = peers.run_side_by_side(jobs, rounds=2)
+    assert [r["round"] for r in raw["ppox"]["runs"]] == [0, 1]
+    summary = peers.summarize_side_by_side(raw)
+    assert summary["peer"]["sps_ratio"] == pytest.approx(2.0)
+    assert summary["peer"]["compile_ratio"] == pytest.approx(1.0)
+    assert summary["gone"] == {"skipped": "no venv"}
+    # a variant of ppox is compared with every peer, not counted as one
+    assert summary["ppox-dp"]["vs_peers"]["peer"]["sps_ratio"] == pytest.approx(3.0)
+    assert summary["ppox-dp"]["vs_peers"]["ppox"]["sps_ratio"] == pytest.approx(1.5)
+    assert "vs_peers" not in summary["peer"]
+    table = tables.side_by_side_table(summary)
+    assert "2.00x" in table and "skipped: no venv" in table
+    assert "ppox-dp/peer: steps/s 3.00x" in table
+    png = plots.plot_side_by_side({"fake": summary}, tmp_path / "s.png")
+    assert png.stat().st_size > 0
+
+
+def test_rounds_alternate_their_order(tmp_path):
+    log = tmp_path / "order.txt"
+
+    def job(name: str) -> peers.Job:
+        code = (f"open({str(log)!r}, 'a').write({name!r}); "
+                "print('{\"compile_s\": 1, \"run_s\": [1], \"sps\": [1], \"final_return\": 0}')")
+        return peers.Job(name, [sys.executable, "-c", code])
+
+    peers.run_side_by_side([job("A"), job("B"), job("C")], rounds=3)
+    assert log.read_text() == "ABCCBAABC"
+
+
+def test_failed_worker_is_reported_not_raised():
+    res = workers.run_json_process([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert res["returncode"] == 3 and "error" in res
+
+
+def test_scaling_table_rows():
+    points = [{"env_id": "E", "num_envs": 4, "num_steps": 128,
+               "trainer": {"sps_median": 12345.6, "compile_s": 7.25, "run_s": [1.0, 3.0]},
+               "memory": {"peak_rss_delta_mb": 300.4}},
+              {"env_id": "E", "num_envs": 8, "error": "boom"}]
+    row, failed = tables.scaling_table(points).splitlines()[2:]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["E", "4", "128", "12,346", "7.2", "2.00", "300"]
+    assert "FAILED: boom" in failed
+
+
+@pytest.fixture
+def fresh_backend(monkeypatch):
+    """Pretend JAX has not started its backends (the state a worker starts in)."""
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.delenv("PPOX_ENV_XLA_FLAGS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    return monkeypatch
+
+
+def test_benchmark_workers_set_up_like_ppox_train(fresh_backend):
+    import os
+
+    workers.worker_platform("brax/halfcheetah")
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=2",
+        *_platform.ENV_CPU_XLA_FLAGS["brax/halfcheetah"]]
+    # a worker of a run spread over devices gets one device per core, as `ppox train` does
+    fresh_backend.setenv("XLA_FLAGS", "")
+    fresh_backend.setenv("PPOX_CPU_DEVICES", "2")
+    workers.worker_platform("CartPole-v1", multi_device=True)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+
+
+def test_worker_commands_name_the_script():
+    cmd = workers.train_command(PPOConfig(num_envs=2), HParams(), repeats=2, seed=5)
+    assert cmd[:3] == [sys.executable, str(ROOT / "benchmarks" / "worker.py"), "train"]
+    spec = json.loads(cmd[3])
+    assert (spec["repeats"], spec["seed"], spec["api"]) == (2, 5, "fused")
+    assert spec["config"]["num_envs"] == 2
+    assert workers.shown_command(cmd).startswith("python benchmarks/worker.py train ")
+
+
+def test_machine_name_override_and_json(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("PPOX_BENCH_MACHINE", "My Box (TM) 2")
+    assert machine.machine_name() == "my-box-2"
+    path = machine.save_json(tmp_path / "a" / "r.json",
+                             {"x": np.float32(1.5), "v": np.arange(2), "p": tmp_path})
+    assert json.loads(path.read_text()) == {"x": 1.5, "v": [0, 1], "p": str(tmp_path)}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_has_a_command_line(script, monkeypatch, capsys):
+    path = ROOT / "benchmarks" / script
+    monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(path), run_name="__main__")
+    assert exit_.value.code in (0, None)
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_quick_run_end_to_end_minimal(tmp_path, capsys):
+    from benchmarks import run
+
+    code = run.main(["--skip-peers", "--envs", "CartPole-v1", "--num-envs", "2",
+                     "--target-s", "0.05", "--out", str(tmp_path)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Scaling" in text and "Roofline" in text
+    data = json.loads((tmp_path / "bench.json").read_text())
+    (point,) = data["points"]
+    assert "error" not in point, point.get("stderr_tail")
+    assert point["num_envs"] == 2 and point["env_id"] == "CartPole-v1"
+    assert point["command"].startswith("python benchmarks/worker.py point ")
+    for part in ("trainer", "env", "rollout"):
+        assert point[part]["compile_s"] > 0
+        assert point[part]["sps_median"] > 0
+        assert point[part]["env_steps"] % (2 * 128) == 0
+    assert point["trainer"]["useful_gflops"] > 0
+    assert point["memory"]["peak_rss_after_run_mb"] >= point["memory"]["rss_before_mb"]
+    assert data["matmul_peak"]["peak_gflops"] > 0
+    assert data["machine"]["jax"]
+    assert (tmp_path / "bench_scaling.png").stat().st_size > 0
+    assert (tmp_path / "bench_roofline.png").stat().st_size > 0

@@ -1,0 +1,136 @@
+"""The package's throughput diagnostics (``ppox.diagnostics``, ``ppox bench``): FLOP counts,
+timing helpers, and ``ppox bench`` end to end with the smallest point (CartPole-v1, 2 envs,
+~0.05 s timed runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ppox import diagnostics
+from ppox.config import PPOConfig
+
+
+def test_mlp_forward_flops_cartpole_by_hand():
+    # 4 -> 64 -> 64 -> 2: 2 * (4*64 + 64*64 + 64*2) = 2 * (256 + 4096 + 128) = 8960
+    assert diagnostics.mlp_forward_flops(4, (64, 64), 2) == 8960
+    # critic 4 -> 64 -> 64 -> 1: 2 * (256 + 4096 + 64) = 8832
+    assert diagnostics.mlp_forward_flops(4, (64, 64), 1) == 8832
+
+
+def test_ppo_flops_small_case_by_hand():
+    # obs 3, one hidden layer of 5, 2 actor outputs; 2 envs x 3 steps, 2 epochs.
+    # actor row a = 2*(3*5 + 5*2) = 50; critic row c = 2*(3*5 + 5*1) = 40; N = 6 rows.
+    # rollout = N*a + (N + B)*c = 6*50 + 8*40 = 620
+    # update  = epochs * N * 3 * (a + c) = 2 * 6 * 3 * 90 = 3240
+    # executed extra = (N - B)*c (ppox's critic covers 2N rows) + N*(a + c) (diagnostics)
+    #                = 4*40 + 6*90 = 700
+    fc = diagnostics.ppo_flops(3, 2, (5,), (5,), num_envs=2, num_steps=3, update_epochs=2)
+    assert (fc.actor_row, fc.critic_row, fc.env_steps) == (50, 40, 6)
+    assert fc.rollout == 620
+    assert fc.update == 3240
+    assert fc.useful == 3860
+    assert fc.executed == 3860 + 700
+    assert fc.useful_per_step == pytest.approx(3860 / 6)
+    d = fc.as_dict()
+    assert (d["useful"], d["executed"], d["rollout"]) == (3860, 4560, 620)
+
+
+def test_flops_for_config_reads_the_env_spec():
+    cfg = PPOConfig(num_envs=4, num_steps=128, update_epochs=4)
+    fc = diagnostics.flops_for_config(cfg)
+    assert (fc.actor_row, fc.critic_row) == (8960, 8832)
+    # 512 rows: 512*8960 + 516*8832 + 4*512*3*17792
+    assert fc.useful == 512 * 8960 + 516 * 8832 + 4 * 512 * 3 * 17792
+
+
+def test_xla_cost_analysis_agrees_with_the_analytic_count():
+    check = diagnostics.xla_flop_check(PPOConfig(num_envs=4, num_steps=8, num_minibatches=2),
+                                       rows=16)
+    assert check["actor_forward"]["analytic"] == 16 * 8960
+    assert check["fwd_bwd"]["analytic"] == 3 * 16 * (8960 + 8832)
+    for part in ("actor_forward", "fwd_bwd"):
+        r = check[part]["xla_over_analytic"]
+        if r is None:  # no cost analysis on this backend
+            pytest.skip("XLA cost analysis unavailable")
+        # XLA also counts element-wise ops (bias adds, tanh): a few percent more at most.
+        assert 0.95 <= r <= 1.10, (part, check[part])
+
+
+def test_median_skips_none_and_is_nan_when_empty():
+    assert diagnostics.median([3.0, 1.0, 2.0]) == 2.0
+    assert diagnostics.median([4.0, None, 1.0]) == 2.5
+    m = diagnostics.median([])
+    assert m != m  # NaN
+
+
+def test_calibrated_runs_sizes_the_timed_call_to_the_target(monkeypatch):
+    # A fake clock: call(n) takes n * 10 ms. Calibration doubles n (1, 2, 4, 8, 16) until a
+    # call takes >= 10% of the 1 s target (16 -> 0.16 s), so 10 ms per iteration and 100
+    # iterations for the timed calls, each 1.0 s.
+    clock = {"t": 0.0}
+    calls: list[int] = []
+    monkeypatch.setattr(diagnostics.time, "perf_counter", lambda: clock["t"])
+
+    def call(n: int) -> None:
+        calls.append(n)
+        clock["t"] += 0.01 * n
+
+    out = diagnostics._calibrated_runs(call, target_s=1.0, min_iters=1, max_iters=1000,
+                                       repeats=2)
+    assert calls == [1, 1, 2, 4, 8, 16, 100, 100]
+    assert out["iters"] == 100 and out["calibration_iters"] == 16
+    assert out["run_s"] == pytest.approx([1.0, 1.0])
+    capped = diagnostics._calibrated_runs(call, target_s=1.0, min_iters=1, max_iters=50,
+                                          repeats=1)
+    assert capped["iters"] == 50  # never above max_iters
+    floor = diagnostics._calibrated_runs(call, target_s=0.001, min_iters=7, max_iters=50,
+                                         repeats=1)
+    assert floor["iters"] == 7  # never below min_iters
+
+
+def test_point_config_uses_the_env_defaults_with_a_dividing_minibatch_count():
+    cfg, _ = diagnostics.point_config("CartPole-v1", 3, num_steps=5, num_minibatches=4)
+    assert (cfg.num_envs, cfg.num_steps) == (3, 5)
+    assert cfg.batch_size % cfg.num_minibatches == 0  # 15 rows: 4 is not a divisor
+    assert cfg.total_timesteps >= cfg.batch_size
+
+
+def test_roofline_table_rows_and_failures():
+    points = [{"env_id": "E", "num_envs": 4, "env": {"sps_median": 4000.0},
+               "rollout": {"sps_median": 2000.0},
+               "trainer": {"sps_median": 500.0, "useful_gflops": 5.0}},
+              {"env_id": "E", "num_envs": 8, "error": "boom"}]
+    def cells(row: str) -> list[str]:
+        return [c.strip() for c in row.strip("|").split("|")]
+
+    row, failed = diagnostics.roofline_table(points, peak_gflops=50.0).splitlines()[2:]
+    # 75% of the trainer's time is outside the rollout; 5 of 50 GFLOP/s is 10%
+    assert cells(row) == ["E", "4", "4,000", "2,000", "500", "75", "5.0", "10.0"]
+    assert cells(failed)[:3] == ["E", "8", "FAILED"]
+    no_peak = diagnostics.roofline_table(points[:1], None).splitlines()[2]
+    assert cells(no_peak)[-1] == "-"
+
+
+def test_ppox_bench_end_to_end_minimal(tmp_path, capsys):
+    from ppox.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--env", "CartPole-v1", "--num-envs", "2", "--target-s", "0.05",
+                 "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "useful GFLOP/s" in text and "% of peak" in text and "CartPole-v1 x 2" in text
+    data = json.loads(out.read_text())
+    (point,) = data["points"]
+    assert point["num_envs"] == 2 and point["env_id"] == "CartPole-v1"
+    for part in ("trainer", "env", "rollout"):
+        assert point[part]["compile_s"] > 0
+        assert point[part]["sps_median"] > 0
+        assert point[part]["env_steps"] % (2 * 128) == 0
+    assert point["trainer"]["useful_gflops"] > 0
+    assert point["memory"]["peak_rss_after_run_mb"] >= point["memory"]["rss_before_mb"]
+    assert data["matmul_peak"]["peak_gflops"] > 0
+    assert data["jax"] and data["backend"] == "cpu"
+    assert data["table"] in text
