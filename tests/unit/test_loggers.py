@@ -178,3 +178,16 @@ def test_wandb_offline_writes_a_run_directory(tmp_path, monkeypatch):
     assert len(runs) == 1
     files = list(runs[0].glob("*.wandb"))
     assert files and files[0].stat().st_size > 0
+
+
+def test_eval_return_is_missing_where_no_evaluation_ran(tmp_path):
+    metrics = chunk(3)
+    metrics["eval_return"] = np.array([[np.nan, np.nan, 20.0], [np.nan, np.nan, 30.5]],
+                                      np.float32)
+    loggers = open_loggers(tmp_path, BATCH)
+    write_all(loggers, 0, metrics, RUNS, 1.0)
+    close_all(loggers)
+    raw = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["eval_return"] for r in raw] == [None, None, 20.0, None, None, 30.5]
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [r["eval_return"] for r in rows][2::3] == [20.0, 30.5]

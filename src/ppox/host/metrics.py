@@ -87,6 +87,10 @@ def to_jsonable(x: Any) -> Any:
 # that ended in the update, missing when none ended.
 ROW_KEYS = ("run", "update", "env_steps", "wall_s", "episode_return")
 
+# Metrics that exist only at some updates (NaN elsewhere in the arrays): written as missing
+# there. ``eval_return``: mean return of the deterministic evaluation run after the update.
+SPARSE_METRICS = ("eval_return",)
+
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -113,7 +117,8 @@ def metric_rows(start_update: int, metrics: dict[str, np.ndarray], run_names: li
                 batch_size: int, wall_s: float) -> list[dict[str, Any]]:
     """One row per (run, update) for updates ``start_update .. start_update + n - 1``:
     ``ROW_KEYS`` then every metric. ``metrics[k]``: ``[R, n]``. Values are Python floats
-    (NaN/inf kept); ``episode_return`` is ``None`` where no episode ended."""
+    (NaN/inf kept); ``episode_return`` is ``None`` where no episode ended, and each of
+    ``SPARSE_METRICS`` where it is NaN."""
     means = np.atleast_2d(episode_means(metrics))
     count = np.atleast_2d(np.asarray(metrics["episode_count"]))
     host = {k: np.atleast_2d(np.asarray(v)) for k, v in metrics.items()}
@@ -125,6 +130,9 @@ def metric_rows(start_update: int, metrics: dict[str, np.ndarray], run_names: li
                 "run": name, "update": u, "env_steps": u * batch_size, "wall_s": float(wall_s),
                 "episode_return": float(means[r, i]) if count[r, i] > 0 else None}
             row.update({k: v[r, i].item() for k, v in host.items()})
+            for k in SPARSE_METRICS:
+                if k in row and math.isnan(row[k]):
+                    row[k] = None
             rows.append(row)
     return rows
 
