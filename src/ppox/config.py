@@ -66,6 +66,7 @@ class FieldSpec:
             default.
         what: what a valid value is, for a Literal's message (e.g. ``"a clip scope"``).
         why: the reason given when a number is out of bounds (default: the bounds).
+        example: a good value for messages where the default is None.
     """
 
     help: str
@@ -77,6 +78,7 @@ class FieldSpec:
     brax_only: bool = False
     what: str | None = None
     why: str | None = None
+    example: Any = None
 
     def bounds_text(self) -> str:
         """``"> 0"``, ``">= 0"``, ``"in [0, 1]"``, ... ("" when unbounded)."""
@@ -101,10 +103,12 @@ class FieldSpec:
 
 def option(default: Any, *, help: str, positive: bool = False, brax_only: bool = False,
            lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False,
-           hi_open: bool = False, what: str | None = None, why: str | None = None) -> Any:
+           hi_open: bool = False, what: str | None = None, why: str | None = None,
+           example: Any = None) -> Any:
     """A ``PPOConfig`` field: its default, help text and allowed values (see ``FieldSpec``)."""
     spec = FieldSpec(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open,
-                     positive=positive, brax_only=brax_only, what=what, why=why)
+                     positive=positive, brax_only=brax_only, what=what, why=why,
+                     example=example)
     return dataclasses.field(default=default, metadata={META_KEY: spec})
 
 
@@ -257,17 +261,14 @@ class HParams:
         """Checks every leaf on the host (works for scalars and sweep arrays)."""
         specs = field_specs(HParams)
         for name, value in self.to_dict().items():
-            if isinstance(value, bool | str | bytes | type(None)):
-                raise ConfigError(_message(HParams, name, value, "is not a number", "flag"))
-            try:
-                arr = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    _message(HParams, name, value, "is not a number", "flag")) from None
+            if not hasattr(value, "shape"):  # a sweep's arrays are numbers by construction
+                check_value(HParams, name, value)
+            arr = np.asarray(value, dtype=np.float64)
             bad = specs[name].out_of_bounds(arr)
             if np.any(bad):
                 shown = arr[bad].ravel()[0] if arr.ndim else float(arr)
-                raise ConfigError(f"{name}={float(shown):g} is invalid: {_why(name, specs[name])}")
+                why = specs[name].why or f"{name} must be {specs[name].bounds_text()}"
+                raise ConfigError(f"{name}={float(shown):g} is invalid: {why}")
 
 
 @functools.cache
@@ -331,33 +332,38 @@ def _is_widths(v: Any) -> bool:
             and all(_is_int(w) and w > 0 for w in v))
 
 
-def _problem(hint: Any, spec: FieldSpec, value: Any) -> str | None:
-    """Why ``value`` is not a valid value of the field (None: it is)."""
+def value_problem(hint: Any, spec: FieldSpec, value: Any) -> str | None:
+    """Why ``value`` is not a valid value of a field of type ``hint`` (None: it is).
+
+    ``HParams`` leaves (``Any``) are only checked to be numbers here; their bounds, with the
+    field's ``why``, are ``HParams.validate``'s (it also takes sweep arrays).
+    """
     inner = optional_inner(hint)
     if inner is not None:
-        return None if value is None else _problem(inner, spec, value)
+        return None if value is None else value_problem(inner, spec, value)
     choices = literal_choices(hint)
     if choices is not None:
-        if value in choices and isinstance(value, str):
+        if isinstance(value, str) and value in choices:
             return None
-        return (f"is not {spec.what or 'a valid choice'}; choose one of "
-                f"{', '.join(map(repr, choices))}")
+        listed = ", ".join(map(repr, choices))
+        return f"is not {spec.what}; choose one of {listed}" if spec.what else (
+            f"is not one of {listed}")
     if spec.positive:
         return None if _is_int(value) and value >= 1 else "must be a positive integer"
     if hint is bool:
         return None if isinstance(value, bool) else "must be true or false"
-    if hint is int:
-        return None if _is_int(value) else "must be an integer"
-    if hint in (float, Any):
-        if not _is_number(value):
-            return "is not a number"
-        if spec.out_of_bounds(np.asarray(value, np.float64)):
-            return f"must be {spec.bounds_text()}"
-        return None
+    if hint is Any:
+        return None if _is_number(value) else "is not a number"
     if hint is str:
         return None if isinstance(value, str) else "must be a string"
     if typing.get_origin(hint) is tuple:  # layer widths
         return None if _is_widths(value) else "must be a non-empty list of positive layer widths"
+    if hint is int and not _is_int(value):
+        return "must be an integer"
+    if hint is float and not _is_number(value):
+        return "is not a number"
+    if hint in (int, float) and spec.out_of_bounds(np.asarray(value, np.float64)):
+        return spec.why or f"must be {spec.bounds_text()}"
     return None
 
 
@@ -375,60 +381,52 @@ def _text(value: Any, style: Style) -> str:
     return str(value)
 
 
-def _todo(cls: type, name: str, style: Style) -> str:
-    """What to write instead: the form of a good value, as a flag or a TOML line."""
-    spec = field_specs(cls)[name]
+def what_to_write(name: str, hint: Any, spec: FieldSpec, default: Any, style: Style) -> str:
+    """What to write instead: the form of a good value, as a flag or as a TOML line."""
     flag = f"--{_flag(name)}"
     if spec.positive:
         return (f"pass {flag} N with N >= 1" if style == "flag"
                 else f"write {name} = N with N >= 1")
-    hint = field_types(cls)[name]
     if hint is bool and style == "flag":
         return f"pass {flag} or --no-{_flag(name)}"
     if hint is bool:
         return f"write {name} = true or {name} = false (no quotes)"
-    example = field_default(cls, name)
+    example = default if default is not None else spec.example
     if example is None:
-        example = spec.lo if spec.lo > -math.inf else 0.0
+        return f"see --help for {flag}"
     return (f"e.g. {flag} {_text(example, style)}" if style == "flag"
             else f"e.g. {name} = {_text(example, style)}")
 
 
-def _message(cls: type, name: str, value: Any, problem: str, style: Style) -> str:
-    return f"{name}={value!r} {problem}; {_todo(cls, name, style)}"
-
-
-def _why(name: str, spec: FieldSpec) -> str:
-    return spec.why or f"{name} must be {spec.bounds_text()}"
+def check_field(name: str, hint: Any, spec: FieldSpec, default: Any, value: Any,
+                style: Style = "flag") -> None:
+    """Raises ``ConfigError`` with one line (the value, why, what to write) unless ``value``
+    suits a field ``name: hint = default`` described by ``spec``."""
+    problem = value_problem(hint, spec, value)
+    if problem is not None:
+        raise ConfigError(f"{name}={value!r} {problem}; "
+                          f"{what_to_write(name, hint, spec, default, style)}")
 
 
 def check_value(cls: type, name: str, value: Any, style: Style = "flag") -> None:
-    """Raises ``ConfigError`` (one line) unless ``value`` is valid for field ``name``.
-
-    ``style`` decides how the line says what to do: as a flag (``--num-envs N``) or as a
-    config-file line (``num_envs = N``).
-    """
-    problem = _problem(field_types(cls)[name], field_specs(cls)[name], value)
-    if problem is not None:
-        raise ConfigError(_message(cls, name, value, problem, style))
+    """``check_field`` for field ``name`` of ``cls`` (``PPOConfig``, ``HParams`` or any
+    dataclass whose fields are ``option``s). ``style`` decides how the line says what to do:
+    as a flag (``--num-envs N``) or as a config-file line (``num_envs = N``)."""
+    check_field(name, field_types(cls)[name], field_specs(cls)[name], field_default(cls, name),
+                value, style)
 
 
 def coerce_value(cls: type, name: str, value: Any, style: Style = "toml") -> Any:
     """``value`` (e.g. read from TOML) checked and converted to the field's Python type:
-    lists of widths become tuples, integers given for a float become floats."""
+    lists of widths become tuples (a bare number is one layer), numbers given for a float
+    become floats."""
     hint = field_types(cls)[name]
-    if hint is Any or hint is float or optional_inner(hint) is float:
-        # an HParams leaf or a float option: a number, never a bool or a string
-        if (value is None and cls is HParams) or (value is not None and not _is_number(value)):
-            raise ConfigError(_message(cls, name, value, "is not a number", style))
-        if cls is HParams:
-            return float(value)
     if typing.get_origin(hint) is tuple and _is_int(value):
-        value = [value]  # one hidden layer written as a bare number
+        value = [value]
     check_value(cls, name, value, style)
     if isinstance(value, list):
         return tuple(value)
-    if (hint is float or optional_inner(hint) is float) and value is not None:
+    if value is not None and (hint is Any or hint is float or optional_inner(hint) is float):
         return float(value)
     return value
 
@@ -488,6 +486,7 @@ __all__ = [
     "HParams",
     "PPOConfig",
     "PolicyKind",
+    "check_field",
     "check_value",
     "coerce_value",
     "config_field_names",
@@ -499,4 +498,6 @@ __all__ = [
     "hparam_names",
     "hparams_from_dict",
     "option",
+    "value_problem",
+    "what_to_write",
 ]

@@ -3,75 +3,198 @@
 Settings resolve in this order, later wins: built-in defaults, the per-environment table
 (``ppox.defaults``), ``--config file.toml``, then explicit flags. ``ppox train`` and
 ``ppox sweep`` share this parser.
+
+tyro builds the flags from the fields (help text from each field's metadata). Values that
+can be wrong (numbers, counts, choices, layer widths) reach us as the text typed and are
+converted and checked here, against the field's type and ``FieldSpec``, so that every bad
+value is one ``ConfigError`` line (which value, why, what to pass) instead of a parser's box.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
+from tyro.constructors import PrimitiveConstructorSpec
 
 from ppox.config import (
     ConfigError,
+    FieldSpec,
     HParams,
     PPOConfig,
+    check_field,
     config_field_names,
+    field_default,
     field_specs,
     field_types,
     hparam_names,
+    literal_choices,
+    not_applicable,
+    option,
+    optional_inner,
 )
 
 
-def _config_fields(defaults: PPOConfig, hp: HParams) -> list[tuple[str, Any, Any]]:
-    """One flag per ``PPOConfig`` and ``HParams`` field, its help from the field's metadata."""
-    hints = field_types(PPOConfig)
-    fields = []
-    for name, spec in field_specs(PPOConfig).items():
-        if name == "env_id":
-            continue
-        fields.append((name, Annotated[hints[name], tyro.conf.arg(help=spec.help)],
-                       dataclasses.field(default=getattr(defaults, name))))
-    for name, spec in field_specs(HParams).items():
-        fields.append((name, Annotated[float, tyro.conf.arg(help=spec.help)],
-                       dataclasses.field(default=float(getattr(hp, name)))))
-    return fields
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The flags of a train-style command that are not ``PPOConfig``/``HParams`` fields.
+
+    A config file's top-level keys (env, seed, num_seeds, layout) set some defaults.
+    """
+
+    env: str = option("CartPole-v1", help="environment id (see `ppox envs`)")
+    config: Path | None = option(None, help="TOML config file ([config], [hparams] tables)")
+    seed: int = option(0, help="PRNG seed (runs use seed, seed+1, ...)")
+    num_seeds: int = option(1, positive=True,
+                            help="seeds trained together as one vmapped program")
+    run_dir: Path | None = option(None, help="output directory (default: runs/<env>-<time>)")
+    progress_chunks: int = option(20, positive=True,
+                                  help="progress lines (jitted chunks) per run")
+    checkpoint_every: int = option(
+        0, lo=0.0, help="save the full state every N chunks (0: at the end)",
+        why="must be >= 0 (a checkpoint every N chunks; 0: only at the end)")
+    resume: bool = option(False, help="continue the run in --run-dir from its last "
+                          "checkpoint, with the settings in its config.toml")
+    quiet: bool = option(False, help="no progress lines")
+    data_parallel: bool = option(False, help="split one run's envs across every local device "
+                                 "(pays off for expensive envs, e.g. brax)")
+    split_networks: bool = option(False, help=(
+        "update the actor and the critic at the same time on 2 devices, one run (pays off "
+        "when the update's small matmuls dominate, e.g. few envs on a CPU)"))
 
 
-def _run_fields(env: str, config: Path | None, seed: int, num_seeds: int,
-                layout: str = "single") -> list[tuple]:
-    A = Annotated
-    arg = tyro.conf.arg
-    return [
-        ("env", A[str, arg(help="environment id (see `ppox envs`)")],
-         dataclasses.field(default=env)),
-        ("config", A[Path | None, arg(help="TOML config file ([config], [hparams] tables)")],
-         dataclasses.field(default=config)),
-        ("seed", A[int, arg(help="PRNG seed (runs use seed, seed+1, ...)")],
-         dataclasses.field(default=seed)),
-        ("num_seeds", A[int, arg(help="seeds trained together as one vmapped program")],
-         dataclasses.field(default=num_seeds)),
-        ("run_dir", A[Path | None, arg(help="output directory (default: runs/<env>-<time>)")],
-         dataclasses.field(default=None)),
-        ("progress_chunks", A[int, arg(help="progress lines (jitted chunks) per run")],
-         dataclasses.field(default=20)),
-        ("checkpoint_every", A[int, arg(help="save the full state every N chunks (0: at the end)")],
-         dataclasses.field(default=0)),
-        ("resume", A[bool, arg(help="continue the run in --run-dir from its last checkpoint, "
-                                    "with the settings in its config.toml")],
-         dataclasses.field(default=False)),
-        ("quiet", A[bool, arg(help="no progress lines")], dataclasses.field(default=False)),
-        ("data_parallel", A[bool, arg(help="split one run's envs across every local device "
-                                           "(pays off for expensive envs, e.g. brax)")],
-         dataclasses.field(default=layout == "data_parallel")),
-        ("split_networks", A[bool, arg(help="update the actor and the critic at the same time "
-                                            "on 2 devices, one run (pays off when the "
-                                            "update's small matmuls dominate, e.g. few envs "
-                                            "on a CPU)")],
-         dataclasses.field(default=layout == "split_networks")),
-    ]
+@dataclasses.dataclass(frozen=True)
+class _Flag:
+    """One flag: its field's name, the type its value is checked against, its spec and
+    default, and the annotation tyro parses it with."""
+
+    name: str
+    hint: Any
+    spec: FieldSpec
+    default: Any
+    annotation: Any
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Given:
+    """A flag's strings as typed on the command line; converted and checked after parsing."""
+
+    strings: tuple[str, ...]
+
+
+def _strings_of(value: Any) -> list[str]:
+    """A default as the flag's strings (for ``--help``)."""
+    if isinstance(value, tuple | list):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _metavar(hint: Any) -> str | None:
+    inner = optional_inner(hint)
+    if inner is not None:
+        meta = _metavar(inner)
+        return None if meta is None else "{None}|" + meta
+    choices = literal_choices(hint)
+    if choices is not None:
+        return "{" + ",".join(choices) + "}"
+    if typing.get_origin(hint) is tuple:
+        return "[INT [INT ...]]"
+    return {int: "INT", float: "FLOAT", Any: "FLOAT"}.get(hint)
+
+
+def _as_text(hint: Any) -> Any:
+    """``hint`` parsed as raw text (a ``_Given``) where a value can be wrong; else as is."""
+    metavar = _metavar(hint)
+    if metavar is None:  # bool flags, paths, free strings: tyro parses them
+        return hint
+    inner = optional_inner(hint) or hint
+    spec = PrimitiveConstructorSpec(
+        nargs="*" if typing.get_origin(inner) is tuple else 1, metavar=metavar,
+        instance_from_str=lambda strings: _Given(tuple(strings)),
+        is_instance=lambda value: True, str_from_instance=_strings_of)
+    return Annotated[hint, spec]
+
+
+def _from_strings(hint: Any, strings: Sequence[str]) -> Any:
+    """The value a flag's strings stand for; text that is not one stays text (and fails the
+    type check with the text in its message)."""
+    inner = optional_inner(hint)
+    if inner is not None:
+        return None if list(strings) == ["None"] else _from_strings(inner, strings)
+    if typing.get_origin(hint) is tuple:
+        return [_int_or_text(s) for s in strings]
+    (text,) = strings
+    if hint is int:
+        return _int_or_text(text)
+    if hint in (float, Any):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _int_or_text(text: str) -> int | str:
+    return int(text) if re.fullmatch(r"[+-]?\d+(_\d+)*", text.strip()) else text
+
+
+def _to_type(hint: Any, value: Any) -> Any:
+    """A checked value in the field's Python type (tuples for widths, floats)."""
+    if isinstance(value, list):
+        return tuple(value)
+    if value is not None and (hint in (float, Any) or optional_inner(hint) is float):
+        return float(value)
+    return value
+
+
+def _flags(cfg: PPOConfig, hp: HParams, run: dict[str, Any],
+           extra_fields: Sequence[tuple]) -> list[_Flag]:
+    """Every flag of the command: run options (defaults in ``run``), extra fields, then
+    the ``PPOConfig`` and ``HParams`` fields (defaults from ``cfg``/``hp``)."""
+    flags = []
+    for cls, defaults in ((RunOptions, run), (PPOConfig, cfg), (HParams, hp)):
+        hints = field_types(cls)
+        for name, spec in field_specs(cls).items():
+            if cls is PPOConfig and name == "env_id":
+                continue  # --env
+            default = (defaults.get(name, field_default(RunOptions, name))
+                       if isinstance(defaults, dict) else getattr(defaults, name))
+            tyro_hint = float if cls is HParams else hints[name]
+            if cls is HParams:
+                default = float(default)
+            flags.append(_Flag(name, hints[name], spec, default, Annotated[
+                _as_text(tyro_hint), tyro.conf.arg(help=spec.help)]))
+        if cls is RunOptions:
+            flags += [_extra_flag(field) for field in extra_fields]
+    return flags
+
+
+def _extra_flag(field: tuple) -> _Flag:
+    """A command's own field ``(name, Annotated[type, ...], dataclasses.field)``."""
+    name, annotation, dc_field = field
+    hint, *meta = (typing.get_args(annotation) if typing.get_origin(annotation) is Annotated
+                   else (annotation,))
+    helps = [m.help for m in meta if getattr(m, "help", None)]
+    default = None if dc_field.default is dataclasses.MISSING else dc_field.default
+    return _Flag(name, hint, FieldSpec(help=helps[0] if helps else ""), default,
+                 Annotated[(_as_text(hint), *meta)] if meta else _as_text(hint))
+
+
+def _field_of(flag: _Flag, extra_fields: Sequence[tuple]) -> tuple:
+    original = next((f for f in extra_fields if f[0] == flag.name), None)
+    if original is not None:
+        return (flag.name, flag.annotation, original[2])
+    return (flag.name, flag.annotation, dataclasses.field(default=flag.default))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +203,8 @@ class _Pre:
 
     env: str | None = None
     config: Path | None = None
-    seed: int | None = None
-    num_seeds: int | None = None
+    seed: str | None = None
+    num_seeds: str | None = None
     run_dir: Path | None = None
     resume: bool = False
 
@@ -92,17 +215,69 @@ def _pre_parse(argv: Sequence[str]) -> _Pre:
     return pre
 
 
+def _check_argv(argv: Sequence[str], flags: Sequence[_Flag], extra_fields: Sequence[tuple],
+                prog: str) -> None:
+    """What the parser would answer with a box: a value missing after its flag, a required
+    flag missing."""
+    tokens = [a.split("=", 1)[0].replace("_", "-") for a in argv]
+    takes_value = {f.flag: f for f in flags if _metavar(f.hint) is not None}
+    for i, token in enumerate(tokens):
+        flag = takes_value.get(token)
+        if flag is None or "=" in argv[i] or typing.get_origin(
+                optional_inner(flag.hint) or flag.hint) is tuple:
+            continue
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if following is None or following.startswith("--"):
+            raise ConfigError(f"{flag.flag} needs a value, e.g. {flag.flag} "
+                              f"{' '.join(_strings_of(flag.default))}")
+    if "-h" in argv or "--help" in argv:
+        return
+    for name, _, dc_field in extra_fields:
+        flag = next(f for f in flags if f.name == name)
+        if (dc_field.default is dataclasses.MISSING
+                and dc_field.default_factory is dataclasses.MISSING
+                and flag.flag not in tokens):
+            raise ConfigError(f"{prog} needs {flag.flag} ({flag.spec.help}); see "
+                              f"`{prog} --help`")
+
+
+def _unknown_argument(unknown: Sequence[str], argv: Sequence[str], flags: Sequence[_Flag],
+                      prog: str) -> str:
+    """The message for what the parser did not take: a value after an on/off flag, an
+    unknown flag (with the nearest known one) or a stray word."""
+    word = unknown[0]
+    switches = {f.flag: f for f in flags if f.hint is bool}
+    switches |= {"--no-" + f.flag[2:]: f for f in list(switches.values())}
+    index = list(argv).index(word) if word in argv else -1
+    before = argv[index - 1].replace("_", "-") if index > 0 else ""
+    if before in switches:
+        flag = switches[before].flag
+        return (f"{before} takes no value (got {word!r}); pass {flag} to turn it on or "
+                f"--no-{flag[2:]} to turn it off")
+    if word.startswith("-"):
+        known = [f.flag for f in flags] + list(switches)
+        near = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        return f"unknown option {word!r}{hint}; `{prog} --help` lists the options"
+    return (f"unexpected argument {word!r}: every value follows its flag (e.g. --num-envs 8); "
+            f"`{prog} --help` lists the options")
+
+
 def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
                        description: str = "Train PPO.",
                        extra_fields: Sequence[tuple] = ()) -> tuple[Any, PPOConfig, HParams]:
     """Parses train-style flags; returns (parsed args, resolved PPOConfig, HParams).
 
-    Raises ``ConfigError`` for bad values (unknown env, bad config file, invalid numbers).
+    ``extra_fields``: a command's own flags, ``(name, Annotated[type, tyro.conf.arg(...)],
+    dataclasses.field(...))`` each. Raises ``ConfigError`` for bad values (unknown env, bad
+    config file, a value of the wrong type or out of its range, an option the env does not
+    read), before anything is built or compiled.
     """
     from ppox.defaults import resolve
     from ppox.envs import check_env_id
     from ppox.host.configfile import read_run_file
 
+    argv = list(argv)
     pre = _pre_parse(argv)
     source = pre.config
     if source is None and pre.resume and pre.run_dir is not None:
@@ -113,35 +288,56 @@ def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
     env = pre.env or (file.env if file and file.env else None) or PPOConfig().env_id
     check_env_id(env)
     cfg, hp = resolve(env)
-    seed, num_seeds, layout = 0, 1, "single"
+    run: dict[str, Any] = {"env": env, "config": pre.config}
     if file is not None:
         from ppox.config import config_from_dict, hparams_from_dict
 
         cfg = config_from_dict(file.config, cfg)
         hp = hparams_from_dict(file.hparams, hp)
-        seed = file.seed if file.seed is not None else seed
-        num_seeds = file.num_seeds if file.num_seeds is not None else num_seeds
-        layout = file.layout or layout
+        run |= {k: v for k, v in (("seed", file.seed), ("num_seeds", file.num_seeds)) if v
+                is not None}
+        run |= {"data_parallel": file.layout == "data_parallel",
+                "split_networks": file.layout == "split_networks"}
+    flags = _flags(cfg, hp, run, extra_fields)
+    _check_argv(argv, flags, extra_fields, prog)
     cls = dataclasses.make_dataclass(
-        "TrainArgs",
-        [*_run_fields(env, pre.config, seed, num_seeds, layout), *extra_fields,
-         *_config_fields(cfg, hp)],
-        frozen=True,
-    )
-    args = tyro.cli(cls, args=list(argv), prog=prog, description=description)
-    cfg = PPOConfig(env_id=args.env, **{k: getattr(args, k) for k in config_field_names()
-                                        if k != "env_id"})
-    if tuple(cfg.actor_hidden) != cfg.actor_hidden or tuple(cfg.critic_hidden) != cfg.critic_hidden:
-        cfg = cfg.replace(actor_hidden=tuple(cfg.actor_hidden),
-                          critic_hidden=tuple(cfg.critic_hidden))
-    hp = HParams(**{k: float(getattr(args, k)) for k in hparam_names()})
+        "TrainArgs", [_field_of(f, extra_fields) for f in flags], frozen=True)
+    args, unknown = tyro.cli(cls, args=argv, prog=prog, description=description,
+                             return_unknown_args=True)
+    if unknown:
+        raise ConfigError(_unknown_argument(unknown, argv, flags, prog))
+    args = _checked(args, flags)
     if args.env != env:
         check_env_id(args.env)
+    cfg = PPOConfig(env_id=args.env, **{k: getattr(args, k) for k in config_field_names()
+                                        if k != "env_id"})
+    specs = field_specs(PPOConfig)
+    for name in _given_names(argv, flags):
+        if name in specs and specs[name].brax_only and not cfg.is_brax:
+            # refused even when it equals the default: the user asked for something unused
+            raise ConfigError(not_applicable(name, getattr(args, name), cfg.env_id))
+    hp = HParams(**{k: getattr(args, k) for k in hparam_names()})
     cfg.validate()
     hp.validate()
-    if args.num_seeds < 1:
-        raise ConfigError(f"num_seeds={args.num_seeds} must be >= 1")
     return args, cfg, hp
+
+
+def _checked(args: Any, flags: Sequence[_Flag]) -> Any:
+    """``args`` with every flag given as text converted to its type, each checked."""
+    changes = {}
+    for f in flags:
+        value = getattr(args, f.name)
+        if isinstance(value, _Given):
+            value = _from_strings(f.hint, value.strings)
+            check_field(f.name, f.hint, f.spec, f.default, value, style="flag")
+            changes[f.name] = _to_type(f.hint, value)
+    return dataclasses.replace(args, **changes)
+
+
+def _given_names(argv: Sequence[str], flags: Sequence[_Flag]) -> set[str]:
+    """The fields whose flag appears on the command line."""
+    tokens = {a.split("=", 1)[0].replace("_", "-") for a in argv}
+    return {f.name for f in flags if f.flag in tokens or "--no-" + f.flag[2:] in tokens}
 
 
 def _default_run_dir(env: str) -> Path:
@@ -149,5 +345,3 @@ def _default_run_dir(env: str) -> Path:
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{env.replace('/', '_')}-{stamp}"
-
-

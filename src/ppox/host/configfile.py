@@ -15,43 +15,57 @@ Format (every key optional; ``ppox train`` writes the resolved one into each run
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 
 from ppox.config import (
+    META_KEY,
     ConfigError,
     HParams,
     PPOConfig,
+    check_field,
+    coerce_value,
     config_field_names,
     config_to_dict,
+    field_types,
     hparam_names,
+    option,
 )
 
 TOP_LEVEL_KEYS = ("env", "seed", "num_seeds", "layout", "layout_devices", "config", "hparams")
-LAYOUTS = ("single", "data_parallel", "split_networks")
+Layout = Literal["single", "data_parallel", "split_networks"]
+LAYOUTS: tuple[str, ...] = typing.get_args(Layout)
 
 
 @dataclass
 class RunFile:
-    """The contents of a config file; absent keys are None / empty."""
+    """The contents of a config file; absent keys are None / empty. The top-level keys are
+    ``option``s: their types and ranges are checked as the file is read."""
 
-    env: str | None = None
-    seed: int | None = None
-    num_seeds: int | None = None
-    layout: str | None = None
-    layout_devices: int | None = None
+    env: str | None = option(None, help="environment id", example="CartPole-v1")
+    seed: int | None = option(None, help="the first run's PRNG seed", example=0)
+    num_seeds: int | None = option(None, positive=True, help="runs, seed, seed+1, ...")
+    layout: Layout | None = option(None, help="how one run is spread over devices",
+                                   example="single")
+    layout_devices: int | None = option(None, positive=True,
+                                        help="devices one run's state is split over")
     config: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
 
 
 def read_run_file(path: str | Path) -> RunFile:
-    """Parses and checks a config file; every problem is one ``ConfigError`` line."""
+    """Parses and checks a config file: every key known, every value of its field's type
+    (and in range where the range needs no other setting), tables converted (lists of widths
+    to tuples, numbers to floats). Every problem is one ``ConfigError`` line naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing .toml file")
@@ -59,33 +73,58 @@ def read_run_file(path: str | Path) -> RunFile:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({err}); pass a readable "
+                          "UTF-8 .toml file") from None
+    where = f"config file {str(path)!r}"
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ConfigError(
-            f"config file {str(path)!r}: unknown key {unknown[0]!r}; top-level keys are "
+            f"{where}: unknown key {unknown[0]!r}; top-level keys are "
             f"{', '.join(TOP_LEVEL_KEYS)} (PPOConfig fields go under [config], "
             "hyperparameters under [hparams])")
-    cfg = data.get("config", {})
-    hps = data.get("hparams", {})
-    for table, known, what in ((cfg, config_field_names(), "[config]"),
-                               (hps, hparam_names(), "[hparams]")):
+    tables = {}
+    for name, cls, known in (("config", PPOConfig, config_field_names()),
+                             ("hparams", HParams, hparam_names())):
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {name} = {table!r} must be a table: a [{name}] line "
+                              "followed by name = value lines")
         bad = sorted(set(table) - set(known))
         if bad:
             raise ConfigError(
-                f"config file {str(path)!r}: unknown {what} key {bad[0]!r}; valid keys: "
-                f"{', '.join(known)}")
-    layout = data.get("layout")
-    if layout is not None and layout not in LAYOUTS:
-        raise ConfigError(f"config file {str(path)!r}: layout={layout!r} is not one of "
-                          f"{', '.join(map(repr, LAYOUTS))}")
-    return RunFile(env=data.get("env"), seed=data.get("seed"), num_seeds=data.get("num_seeds"),
-                   layout=layout, layout_devices=data.get("layout_devices"),
-                   config=cfg, hparams=hps)
+                f"{where}: unknown [{name}] key {bad[0]!r}; valid keys: {', '.join(known)}")
+        if "env_id" in table:
+            raise ConfigError(f"{where}: [config] env_id: the environment is the top-level "
+                              f"key env, e.g. env = {table['env_id']!r} before any table")
+        tables[name] = {k: _coerced(where, name, cls, k, v) for k, v in table.items()}
+    top = {}
+    for f in dataclasses.fields(RunFile):
+        if META_KEY in f.metadata and f.name in data:
+            try:
+                check_field(f.name, field_types(RunFile)[f.name], f.metadata[META_KEY], None,
+                            data[f.name], style="toml")
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+            top[f.name] = data[f.name]
+    return RunFile(**top, config=tables["config"], hparams=tables["hparams"])
+
+
+def _coerced(where: str, table: str, cls: type, key: str, value: Any) -> Any:
+    try:
+        value = coerce_value(cls, key, value, style="toml")
+        if cls is HParams:
+            HParams().replace(**{key: value}).validate()  # its bounds
+        return value
+    except ConfigError as err:
+        raise ConfigError(f"{where}: [{table}] {err}") from None
 
 
 def run_file_dict(cfg: PPOConfig, hp: HParams, seed: int, num_seeds: int = 1,
                   layout: str = "single", layout_devices: int = 1) -> dict[str, Any]:
-    conf = config_to_dict(cfg)
+    """The run file's contents. An option that is None (off) is left out: TOML has no null,
+    and an absent key reads back as the default, None."""
+    conf = {k: v for k, v in config_to_dict(cfg).items() if v is not None}
     env = conf.pop("env_id")
     return {
         "env": env,
