@@ -136,6 +136,24 @@ def test_worker_commands_name_the_script():
     assert workers.shown_command(cmd).startswith("python benchmarks/worker.py train ")
 
 
+@pytest.mark.parametrize("api", ["fused", "train_runs"])
+def test_train_worker_reports_what_the_peer_runners_report(api):
+    # 2 envs x 16 steps, 4 updates: the smallest run; one fresh worker process.
+    cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1,
+                    total_timesteps=128)
+    cmd = workers.train_command(cfg, HParams(), repeats=2, seed=1, api=api, eval_episodes=2)
+    res = workers.run_json_process(cmd, timeout=600, env=workers.worker_env())
+    assert "error" not in res, res.get("stderr_tail")
+    assert res["peer"] == "ppox" and res["config"]["api"] == api
+    assert res["config"]["total_timesteps_run"] == 128 and res["config"]["num_updates"] == 4
+    assert len(res["run_s"]) == len(res["sps"]) == 2
+    assert res["sps"] == pytest.approx([128 / t for t in res["run_s"]])
+    assert res["compile_s"] > 0 and res["setup_s"] > 0
+    assert len(res["eval_return_per_repeat"]) == 2
+    assert res["eval_return"] == pytest.approx(sum(res["eval_return_per_repeat"]) / 2)
+    assert res["host"]["executable"] == sys.executable
+
+
 def test_machine_name_override_and_json(tmp_path, monkeypatch):
     import numpy as np
 
