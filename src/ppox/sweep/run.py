@@ -275,18 +275,11 @@ def _run_batches(plan: SweepPlan, store: SweepDir | None,
     for k, batch in enumerate(batches):
         label = f"batch {k + 1}/{len(batches)}" + (
             f", static {batch.group + 1}/{len(plan.groups)}" if len(plan.groups) > 1 else "")
-        record = store.load_batch(batch) if store is not None and opts.resume else None
-        if record is not None:
-            sweep.totals.read_back += 1
-            _say(opts.out, f"{label}: finished before, read back from {store.path}")
-        else:
-            try:
-                record = _train_batch(sweep, batch, label)
-            except KeyboardInterrupt:
-                _say_interrupted(store, k, len(batches), label)
-                raise
-            if store is not None:
-                store.save_batch(batch, record)
+        try:
+            record = _batch_result(sweep, batch, label)
+        except KeyboardInterrupt:
+            _say_interrupted(store, batches, label)
+            raise
         sweep.progress.configs_done += _configs_completed(batch.real, len(plan.seeds))
         sweep.totals.compile_s += record.compile_s
         sweep.totals.run_s += record.run_s
@@ -295,17 +288,34 @@ def _run_batches(plan: SweepPlan, store: SweepDir | None,
     return records, sweep.totals
 
 
+def _batch_result(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
+    """The batch's results: read back when a resume finds it finished, else trained (and
+    then kept in the sweep directory)."""
+    store = sweep.store
+    record = store.load_batch(batch) if store is not None and sweep.opts.resume else None
+    if record is not None:
+        sweep.totals.read_back += 1
+        _say(sweep.opts.out, f"{label}: finished before, read back from {store.path}")
+        return record
+    record = _train_batch(sweep, batch, label)
+    if store is not None:
+        store.save_batch(batch, record)
+    return record
+
+
 def _say(out: TextIO | None, line: str) -> None:
     if out is not None:
         print(line, file=out, flush=True)
 
 
-def _say_interrupted(store: SweepDir | None, done: int, total: int, label: str) -> None:
+def _say_interrupted(store: SweepDir | None, batches: list[Batch], label: str) -> None:
+    """What an interrupt kept, and the command that continues the sweep."""
     if store is None:
         return
-    print(f"interrupted: {done} of {total} batches finished and kept in {store.path}; "
-          f"{label} keeps its last checkpoint; resume with: ppox sweep --out {store.path} "
-          "--resume", file=sys.stderr, flush=True)
+    done = sum(store.is_finished(b) for b in batches)
+    print(f"interrupted: {done} of {len(batches)} batches finished and kept in {store.path} "
+          f"(at {label}; a running batch keeps its last checkpoint); resume with: "
+          f"ppox sweep --out {store.path} --resume", file=sys.stderr, flush=True)
 
 
 def _train_batch(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:

@@ -180,6 +180,9 @@ class SweepDir:
     def _record_path(self, batch: Batch) -> Path:
         return self.path / BATCHES_DIR / f"{batch.name}.npz"
 
+    def is_finished(self, batch: Batch) -> bool:
+        return self._record_path(batch).is_file()
+
     def load_batch(self, batch: Batch) -> BatchRecord | None:
         """The finished batch's results, or None when it has not finished."""
         path = self._record_path(batch)
