@@ -7,6 +7,7 @@ same bits; library users call it once, first thing.
 
 from ppox._platform import use_unrolled_threefry_on_cpu
 from ppox.config import ConfigError, HParams, PPOConfig
+from ppox.policy import Policy, load_policy
 from ppox.trainer import (
     TrainState,
     build,
@@ -23,10 +24,12 @@ __all__ = [
     "ConfigError",
     "HParams",
     "PPOConfig",
+    "Policy",
     "TrainState",
     "__version__",
     "build",
     "init",
+    "load_policy",
     "make_init",
     "make_train",
     "make_train_chunk",

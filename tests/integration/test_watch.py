@@ -1,0 +1,109 @@
+"""Using a finished run: ppox.load_policy, ppox plot, ppox eval --video."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ppox
+from ppox.cli import main
+from ppox.trainer import env_for
+from ppox.host.evaluation import evaluate_run
+
+TINY = ["--total-timesteps", "2048", "--num-envs", "4", "--num-steps", "64",
+        "--update-epochs", "1", "--num-minibatches", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cartpole_runs(tmp_path_factory):
+    """Two CartPole run dirs (2 seeds and 1 seed), trained for a few updates."""
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["train", *TINY, "--num-seeds", "2", "--run-dir", str(root / "a")]) == 0
+    assert main(["train", *TINY, "--seed", "7", "--normalize-obs",
+                 "--run-dir", str(root / "b")]) == 0
+    return root / "a", root / "b"
+
+
+def _episodes_with(policy, cfg, episodes: int, seed: int) -> np.ndarray:
+    """The returns of ``ppox eval``'s episodes (same keys, same stepping), acting with
+    ``policy`` on the host side, one batched call per step."""
+    env = env_for(cfg)
+    key_reset, key_steps = jax.random.split(jax.random.PRNGKey(seed))
+    obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, episodes))
+    step = jax.jit(jax.vmap(env.step))
+    alive = np.ones(episodes, bool)
+    total = np.zeros(episodes, np.float32)
+    for key in jax.random.split(key_steps, env.spec.max_episode_steps):
+        if not alive.any():
+            break
+        _, key_env = jax.random.split(key)
+        state, ts = step(jax.random.split(key_env, episodes), state, policy(obs))
+        total += np.where(alive, np.asarray(ts.reward), 0.0)
+        alive &= ~np.asarray(ts.done)
+        obs = ts.obs
+    return total
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_load_policy_reproduces_ppox_eval(cartpole_runs, which):
+    run = cartpole_runs[which]
+    policy = ppox.load_policy(run)
+    assert policy.env_id == "CartPole-v1" and policy.config.num_envs == 4
+    assert policy.config.normalize_obs == (which == 1)
+    out = evaluate_run(run, episodes=6, seed=3)
+    np.testing.assert_allclose(_episodes_with(policy, policy.config, 6, seed=3), out.returns)
+    # one observation or a batch; sampling takes a key
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(5, 4)), jnp.float32)
+    batch = policy(obs)
+    assert batch.shape == (5,) and batch.dtype == jnp.int32
+    assert int(policy(obs[2])) == int(batch[2])
+    sampled = policy(obs, jax.random.PRNGKey(1))
+    assert sampled.shape == (5,) and set(np.asarray(sampled).tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="does not fit CartPole-v1"):
+        policy(jnp.zeros((3,)))
+
+
+def test_plot_writes_a_png_from_two_runs(cartpole_runs, tmp_path):
+    import imageio.v3 as iio
+
+    from ppox.cli.plot import cmd_plot, run_curve
+    from ppox.host.metrics import load_metrics
+
+    a, b = cartpole_runs
+    for x in ("env_steps", "wall"):
+        out = tmp_path / f"curves_{x}.png"
+        assert cmd_plot([str(a), str(b), "--x", x, "--out", str(out)]) == 0
+        image = iio.imread(out)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.std() > 0
+    # the curve is the run's own metrics: x = env steps, y = the seeds' returns carried forward
+    xs, y, seeds = run_curve(a, "episode_return", "env_steps")
+    _, cols = load_metrics(a / "metrics.jsonl")
+    assert seeds == 2 and y.shape == (2, 8)
+    np.testing.assert_array_equal(xs, 256 * np.arange(1, 9))
+    finite = np.isfinite(cols["episode_return"])
+    np.testing.assert_array_equal(y[finite], cols["episode_return"][finite])
+    with pytest.raises(ppox.ConfigError, match=r"has no metric 'nope'; it has: .*loss"):
+        cmd_plot([str(a), "--metric", "nope"])
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Breakout-MinAtar"])
+def test_eval_video_writes_a_decodable_gif(cartpole_runs, tmp_path, env):
+    import imageio.v3 as iio
+
+    from ppox.host.video import record_video
+
+    if env == "CartPole-v1":
+        run = cartpole_runs[1]
+    else:
+        run = tmp_path / "breakout"
+        assert main(["train", "--env", env, "--total-timesteps", "256", "--num-envs", "4",
+                     "--num-steps", "32", "--update-epochs", "1", "--num-minibatches", "2",
+                     "--run-dir", str(run), "--quiet"]) == 0
+    out = record_video(run, tmp_path / "episode.gif", seed=1)
+    assert out.path == tmp_path / "episode.gif" and out.path.stat().st_size > 0
+    assert out.frames == min(out.episode_length, 1000) and out.frames >= 2
+    frames = iio.imread(out.path, index=None)
+    assert frames.ndim == 4 and frames.shape[-1] in (3, 4) and 2 <= len(frames) <= out.frames
+    assert frames.std() > 0 and not np.array_equal(frames[0], frames[-1])
