@@ -48,11 +48,8 @@ def _overwrite_field() -> list[tuple]:
 
     from ppox.cli import args as train_args
 
-    try:
-        names = {f[0] for f in train_args._run_fields("CartPole-v1", None, 0, 1)}
-    except (AttributeError, TypeError):
-        names = set()
-    if "overwrite" in names:
+    options = getattr(train_args, "RunOptions", None)
+    if options is not None and "overwrite" in {f.name for f in dataclasses.fields(options)}:
         return []
     help_ = "clear an existing sweep directory --out instead of refusing it"
     return [("overwrite", Annotated[bool, tyro.conf.arg(help=help_)],

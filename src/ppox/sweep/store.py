@@ -164,7 +164,8 @@ class SweepDir:
         free = ("groups", "checkpoint_every")  # groups follows from the rest; checkpoints
         plan = {k: v for k, v in plan.items() if k not in free}  # change no number
         old_plan = {k: v for k, v in stored.plan.items() if k not in free}
-        diffs = (differences(stored.base, given.base) + differences(stored.spec, given.spec)
+        diffs = (differences(stored.base, given.base, new_keys=False)
+                 + differences(stored.spec, given.spec)
                  + differences(old_plan, plan))
         if diffs:
             raise ConfigError(
@@ -232,15 +233,19 @@ class SweepDir:
         return step
 
 
-def differences(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[str]:
+def differences(old: dict[str, Any], new: dict[str, Any], where: str = "",
+                new_keys: bool = True) -> list[str]:
     """``"name: X here, Y in the sweep"`` for every setting of ``new`` that differs from
-    ``old``; tables compare key by key (``[grid] learning_rate: ...``)."""
+    ``old``; tables compare key by key (``[grid] learning_rate: ...``). ``new_keys=False``:
+    keys ``old`` lacks are not compared (a sweep recorded before the setting existed)."""
     old, new = _as_toml(old), _as_toml(new)
     out = []
     for key in [*new, *(k for k in old if k not in new)]:
+        if not new_keys and key not in old:
+            continue
         o, n = old.get(key), new.get(key)
         if isinstance(o, dict) and isinstance(n, dict):
-            out += differences(o, n, f"{where}[{key}] ")
+            out += differences(o, n, f"{where}[{key}] ", new_keys)
         elif o != n:
             out.append(f"{where}{key}: {_show(n)} here, {_show(o)} in the sweep")
     return out
