@@ -21,7 +21,7 @@ from benchmarks.harness.machine import (
     ratio,
     save_json,
 )
-from ppox.diagnostics import median, peak_rss_mb, time_compiled
+from ppox.diagnostics import median, peak_rss_mb
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,5 +72,4 @@ __all__ = [
     "ratio",
     "results_dir",
     "save_json",
-    "time_compiled",
 ]

@@ -16,7 +16,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ppox.config import HParams, PPOConfig
 
 #: The programs a point can time.
 PARTS = ("trainer", "env", "rollout")
@@ -24,7 +27,7 @@ PARTS = ("trainer", "env", "rollout")
 Program = tuple[Callable[..., Any], Callable[..., Any]]  # (init(key), block(i, carry, key))
 
 
-# --- Small helpers: statistics, memory, compiled timing, tables ----------------------------------
+# --- Small helpers: statistics, memory, tables --------------------------------------------------
 
 
 def median(xs: Sequence[float | None]) -> float:
@@ -57,22 +60,6 @@ def current_rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError):
         return peak_rss_mb()
-
-
-def time_compiled(fn: Callable[..., Any], *args: Any, repeats: int = 1) -> dict[str, Any]:
-    """Compiles ``jax.jit(fn)`` for ``args`` (timed: lower + compile) and times ``repeats``
-    calls of the executable, each waited on; returns ``compile_s``, ``run_s`` and ``out``."""
-    import jax
-
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    run_s, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(compiled(*args))
-        run_s.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "run_s": run_s, "out": out}
 
 
 def fmt_num(x: Any, digits: int = 0) -> str:
@@ -178,11 +165,11 @@ def ppo_flops(obs_dim: int, num_outputs: int, actor_hidden: Sequence[int],
                      executed_extra=(n - num_envs) * c + n * (a + c))
 
 
-def flops_for_config(cfg: Any) -> FlopCount:
+def flops_for_config(cfg: PPOConfig) -> FlopCount:
     """:func:`ppo_flops` for a ``PPOConfig`` (builds the env to read its spec)."""
-    from ppox.envs import make_env
+    from ppox.trainer import env_for
 
-    spec = make_env(cfg).spec
+    spec = env_for(cfg).spec
     return ppo_flops(math.prod(spec.obs_shape), spec.action_dim, cfg.actor_hidden,
                      cfg.critic_hidden, cfg.num_envs, cfg.num_steps, cfg.update_epochs)
 
@@ -201,7 +188,7 @@ def xla_flops(fn: Callable[..., Any], *args: Any) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def xla_flop_check(cfg: Any, rows: int | None = None) -> dict[str, Any]:
+def xla_flop_check(cfg: PPOConfig, rows: int | None = None) -> dict[str, Any]:
     """The analytic counts against XLA's on ``rows`` rows (default: one minibatch): the actor
     forward, and the gradient of ``sum(actor) + sum(critic)`` (analytic: 3 x forward). XLA
     also counts element-wise ops (tanh, bias adds), so it runs a few percent higher."""
@@ -235,8 +222,13 @@ def matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict
     key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
     a = jax.random.normal(key_a, (n, n), dtype)
     b = jax.random.normal(key_b, (n, n), dtype)
-    # The first call also touches fresh output memory: not counted.
-    secs = time_compiled(jnp.matmul, a, b, repeats=repeats + 1)["run_s"][1:]
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    secs = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        jax.block_until_ready(matmul(a, b))
+        secs.append(time.perf_counter() - t0)
+    secs = secs[1:]  # the first call also touches fresh output memory
     gflops = [2 * n**3 / t / 1e9 for t in secs]
     return {"n": n, "dtype": dtype, "run_s": secs, "gflops": gflops,
             "peak_gflops": max(gflops), "median_gflops": median(gflops),
@@ -247,7 +239,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict
 # --- Seams to the core: the only code here that knows ppox's policy, rollout and trainer ---------
 
 
-def _policy_forward(cfg: Any) -> tuple[Any, tuple[int, ...], Callable[..., Any],
+def _policy_forward(cfg: PPOConfig) -> tuple[Any, tuple[int, ...], Callable[..., Any],
                                        Callable[..., Any]]:
     """``(params, obs_shape, actor(params, obs), critic(params, obs))`` of a fresh policy."""
     import jax
@@ -261,7 +253,7 @@ def _policy_forward(cfg: Any) -> tuple[Any, tuple[int, ...], Callable[..., Any],
             lambda p, x: policy.actor.apply(p["actor"], x)[0], policy.value)
 
 
-def _rollout_program(cfg: Any, hp: Any) -> Program:
+def _rollout_program(cfg: PPOConfig, hp: HParams) -> Program:
     """``block`` runs one ppox rollout (env + actor + sampling, ``[T, B]`` records written)
     with the fixed policy that ``init`` draws; no critic pass, no GAE, no update."""
     import jax
@@ -292,7 +284,7 @@ def _rollout_program(cfg: Any, hp: Any) -> Program:
     return init, block
 
 
-def _trainer_program(cfg: Any, max_updates: int) -> tuple[Any, Any]:
+def _trainer_program(cfg: PPOConfig, max_updates: int) -> tuple[Any, Any]:
     """``(jit(init(key, hp)), jit(chunk(state, hp, n)))``: what ``ppox train`` runs, ``n``
     updates per call (traced), the state donated."""
     import jax
@@ -318,16 +310,16 @@ def random_actions(spec: Any, key: Any, num: int) -> Any:
                               jnp.asarray(box.low), jnp.asarray(box.high))
 
 
-def _env_only_program(cfg: Any) -> Program:
+def _env_only_program(cfg: PPOConfig) -> Program:
     """``block`` steps ``num_envs`` envs ``num_steps`` times with random actions in one
     ``lax.scan``, keys split as in ppox's rollout; no policy, no learning."""
     import jax
     import jax.numpy as jnp
     from jax import lax
 
-    from ppox.envs import make_env
+    from ppox.trainer import env_for
 
-    env, num_envs, num_steps = make_env(cfg), cfg.num_envs, cfg.num_steps
+    env, num_envs, num_steps = env_for(cfg), cfg.num_envs, cfg.num_steps
 
     def step(carry: Any, keys: Any) -> tuple[Any, None]:  # keys: [B + 1]
         env_state, reward_sum = carry
@@ -399,19 +391,19 @@ def _time_program(program: Program, batch_size: int, target_s: float, repeats: i
             "sps": [steps / t for t in timed["run_s"]]}
 
 
-def measure_env_only(cfg: Any, *, target_s: float = 2.0, repeats: int = 1,
+def measure_env_only(cfg: PPOConfig, *, target_s: float = 2.0, repeats: int = 1,
                      seed: int = 0) -> dict[str, Any]:
     """Env steps/s of the env alone: random actions, ``num_steps`` per ``lax.scan``."""
     return _time_program(_env_only_program(cfg), cfg.batch_size, target_s, repeats, seed)
 
 
-def measure_rollout_only(cfg: Any, hp: Any, *, target_s: float = 2.0, repeats: int = 1,
+def measure_rollout_only(cfg: PPOConfig, hp: HParams, *, target_s: float = 2.0, repeats: int = 1,
                          seed: int = 0) -> dict[str, Any]:
     """Env steps/s of ppox's rollout with a fixed policy (no critic, GAE or update)."""
     return _time_program(_rollout_program(cfg, hp), cfg.batch_size, target_s, repeats, seed)
 
 
-def measure_trainer(cfg: Any, hp: Any, *, target_s: float = 3.0, repeats: int = 1,
+def measure_trainer(cfg: PPOConfig, hp: HParams, *, target_s: float = 3.0, repeats: int = 1,
                     seed: int = 0, max_updates: int = 4096,
                     min_updates: int = 2) -> dict[str, Any]:
     """Env steps/s of full training updates through the chunked trainer: one compile
@@ -445,7 +437,7 @@ def measure_trainer(cfg: Any, hp: Any, *, target_s: float = 3.0, repeats: int = 
 
 
 def point_config(env_id: str, num_envs: int, num_steps: int | None = None,
-                 num_minibatches: int | None = None) -> tuple[Any, Any]:
+                 num_minibatches: int | None = None) -> tuple[PPOConfig, HParams]:
     """``(PPOConfig, HParams)`` of a point: ppox's per-env defaults (``ppox.defaults``) with
     ``num_envs`` replaced; the minibatch count is reduced to a divisor of the batch if
     needed."""
