@@ -145,7 +145,16 @@ def _from_strings(hint: Any, strings: Sequence[str]) -> Any:
 
 
 def _int_or_text(text: str) -> int | str:
-    return int(text) if re.fullmatch(r"[+-]?\d+(_\d+)*", text.strip()) else text
+    """An integer written as digits (``1_000_000``) or as a whole number in e-notation
+    (``1e6``); anything else stays text."""
+    text = text.strip()
+    if re.fullmatch(r"[+-]?\d+(_\d+)*", text):
+        return int(text)
+    if re.fullmatch(r"[+-]?\d+(\.\d*)?[eE]\+?\d+", text):
+        number = float(text)
+        if number.is_integer() and abs(number) < 2**63:
+            return int(number)
+    return text
 
 
 def _to_type(hint: Any, value: Any) -> Any:
@@ -211,7 +220,11 @@ class _Pre:
 
 def _pre_parse(argv: Sequence[str]) -> _Pre:
     args = [a for a in argv if a not in ("-h", "--help")]
-    pre, _ = tyro.cli(_Pre, args=args, return_unknown_args=True, add_help=False)
+    try:
+        pre, _ = tyro.cli(_Pre, args=args, return_unknown_args=True, add_help=False,
+                          console_outputs=False)
+    except SystemExit:  # e.g. --env without a value: the full parse says what is wrong
+        return _Pre()
     return pre
 
 
@@ -220,16 +233,17 @@ def _check_argv(argv: Sequence[str], flags: Sequence[_Flag], extra_fields: Seque
     """What the parser would answer with a box: a value missing after its flag, a required
     flag missing."""
     tokens = [a.split("=", 1)[0].replace("_", "-") for a in argv]
-    takes_value = {f.flag: f for f in flags if _metavar(f.hint) is not None}
+    takes_value = {f.flag: f for f in flags if f.hint is not bool
+                   and typing.get_origin(optional_inner(f.hint) or f.hint) is not tuple}
     for i, token in enumerate(tokens):
         flag = takes_value.get(token)
-        if flag is None or "=" in argv[i] or typing.get_origin(
-                optional_inner(flag.hint) or flag.hint) is tuple:
+        if flag is None or "=" in argv[i]:
             continue
         following = argv[i + 1] if i + 1 < len(argv) else None
         if following is None or following.startswith("--"):
-            raise ConfigError(f"{flag.flag} needs a value, e.g. {flag.flag} "
-                              f"{' '.join(_strings_of(flag.default))}")
+            example = (f"e.g. {flag.flag} {' '.join(_strings_of(flag.default))}"
+                       if flag.default is not None else flag.spec.help)
+            raise ConfigError(f"{flag.flag} needs a value ({example})")
     if "-h" in argv or "--help" in argv:
         return
     for name, _, dc_field in extra_fields:
