@@ -9,8 +9,8 @@ import pytest
 
 import ppox
 from ppox.cli import main
-from ppox.trainer import env_for
 from ppox.host.evaluation import evaluate_run
+from ppox.trainer import env_for
 
 TINY = ["--total-timesteps", "2048", "--num-envs", "4", "--num-steps", "64",
         "--update-epochs", "1", "--num-minibatches", "2", "--quiet"]
@@ -107,3 +107,39 @@ def test_eval_video_writes_a_decodable_gif(cartpole_runs, tmp_path, env):
     frames = iio.imread(out.path, index=None)
     assert frames.ndim == 4 and frames.shape[-1] in (3, 4) and 2 <= len(frames) <= out.frames
     assert frames.std() > 0 and not np.array_equal(frames[0], frames[-1])
+
+
+def test_periodic_eval_logs_at_the_right_updates_and_keeps_the_best(cartpole_runs, tmp_path):
+    from types import SimpleNamespace
+
+    from ppox.host.evaluation import load_policy as load_arrays
+    from ppox.host.periodic_eval import PeriodicEval
+
+    run = cartpole_runs[0]
+    parts = [load_arrays(run, i) for i in range(2)]
+
+    def state(order):  # a batched state holding the two runs' policies in this order
+        def stack(get):
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *[get(parts[i]) for i in order])
+        return SimpleNamespace(params=stack(lambda p: p.params),
+                               obs_stats=stack(lambda p: p.obs_stats),
+                               reward_scaler=SimpleNamespace(stats=stack(lambda p: p.reward_stats)))
+
+    single = [evaluate_run(run, episodes=4, seed=0, run_index=i).returns.mean() for i in (0, 1)]
+    pe = PeriodicEval(parts[0].cfg, 2, every=3, episodes=4, seed=0, best_dir=tmp_path / "best",
+                      config_file=run / "config.toml")
+    evals = {}
+    for done, order in ((2, (0, 1)), (4, (0, 1)), (6, (1, 0)), (8, (0, 1))):  # chunks of 2
+        if pe.due(done):
+            evals[done] = pe.evaluate(state(order), done)
+    assert list(evals) == [4, 6, 8]  # past 3, past 6, and the end of training
+    np.testing.assert_allclose(evals[4], single, rtol=1e-5)
+    np.testing.assert_allclose(evals[6], single[::-1], rtol=1e-5)
+    np.testing.assert_allclose(pe.best, max(single), rtol=1e-5)
+    col = pe.column(2, 4)  # updates 3..6: evaluations after updates 4 and 6
+    assert np.isnan(col[:, [0, 2]]).all()
+    np.testing.assert_allclose(col[:, 1], evals[4])
+    np.testing.assert_allclose(col[:, 3], evals[6])
+    for i in (0, 1):  # the best dir is a run dir: ppox eval / load_policy read it
+        best = evaluate_run(tmp_path / "best", episodes=4, seed=0, run_index=i)
+        np.testing.assert_allclose(best.returns.mean(), pe.best[i], rtol=1e-5)
