@@ -45,7 +45,14 @@ CHILD = textwrap.dedent("""
 
     def pause():
         print("PAUSED", flush=True)
-        time.sleep(120)  # the parent's signal ends this
+        try:  # train_runs turns SIGINT/SIGTERM into a stop request acted on between chunks
+            from ppox.host.interrupts import requested
+        except ImportError:  # else the signal raises KeyboardInterrupt in the sleep
+            requested = lambda: None
+        for _ in range(1200):  # until the parent's signal
+            if requested() is not None:
+                return
+            time.sleep(0.1)
 
     if where.startswith("saved:"):  # after batch N's results are on disk
         save, saved = store.SweepDir.save_batch, []

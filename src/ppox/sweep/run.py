@@ -10,9 +10,7 @@ and ends with the same results as an uninterrupted sweep.
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -167,7 +165,7 @@ def run_sweep(spec: SweepSpec, base_cfg: PPOConfig, base_hp: HParams | None = No
     store = SweepDir(out_dir) if out_dir is not None else None
     plan, base_seed = _prepare(spec, base_cfg, base_hp or HParams(), opts, store)
     print_header(opts.out, plan, base_cfg.env_id, opts.batch_size)
-    with CompileCounter().active() as counter, _sigterm_as_interrupt(store is not None):
+    with CompileCounter().active() as counter:
         records, stats = _run_batches(plan, store, opts)
     result = _assemble(plan, records, stats, counter.traces, time.perf_counter() - t_start)
     if store is not None:
@@ -224,24 +222,6 @@ def _same_shape(stored: SweepRecord, groups: list[Group]) -> bool:
         n == g.num_runs for (_, _, n), g in zip(recorded, groups, strict=True))
 
 
-@contextmanager
-def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
-    """SIGTERM (what schedulers send) stops the sweep like Ctrl-C: a ``KeyboardInterrupt``,
-    so the running batch keeps its checkpoint and the finished ones their results."""
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @dataclass
 class _Totals:
     """Sums over the batches: compile and training seconds, env steps trained."""
@@ -276,9 +256,10 @@ def _run_batches(plan: SweepPlan, store: SweepDir | None,
         label = f"batch {k + 1}/{len(batches)}" + (
             f", static {batch.group + 1}/{len(plan.groups)}" if len(plan.groups) > 1 else "")
         try:
+            _stop_if_requested()
             record = _batch_result(sweep, batch, label)
-        except KeyboardInterrupt:
-            _say_interrupted(store, batches, label)
+        except KeyboardInterrupt as err:
+            _say_interrupted(store, batches, label, getattr(err, "saved", ""))
             raise
         sweep.progress.configs_done += _configs_completed(batch.real, len(plan.seeds))
         sweep.totals.compile_s += record.compile_s
@@ -308,19 +289,33 @@ def _say(out: TextIO | None, line: str) -> None:
         print(line, file=out, flush=True)
 
 
-def _say_interrupted(store: SweepDir | None, batches: list[Batch], label: str) -> None:
+def _stop_if_requested() -> None:
+    """A SIGINT/SIGTERM that arrived while no batch was training (``train_runs`` turns one
+    into a stop request, acted on between its chunks) stops the sweep before the next."""
+    try:
+        from ppox.host.interrupts import requested
+    except ImportError:  # a Ctrl-C is then a KeyboardInterrupt wherever it lands
+        return
+    if requested() is not None:
+        raise KeyboardInterrupt
+
+
+def _say_interrupted(store: SweepDir | None, batches: list[Batch], label: str,
+                     saved: str) -> None:
     """What an interrupt kept, and the command that continues the sweep."""
     if store is None:
         return
     done = sum(store.is_finished(b) for b in batches)
+    running = f"{label}: {saved}" if saved else f"at {label}"
     print(f"interrupted: {done} of {len(batches)} batches finished and kept in {store.path} "
-          f"(at {label}; a running batch keeps its last checkpoint); resume with: "
-          f"ppox sweep --out {store.path} --resume", file=sys.stderr, flush=True)
+          f"({running}); resume with: ppox sweep --out {store.path} --resume",
+          file=sys.stderr, flush=True)
 
 
 def _train_batch(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
-    """One vmapped ``train_runs`` call over the runs of ``batch`` (continuing from its
-    checkpoint when one exists)."""
+    """One vmapped ``train_runs`` call over the runs of ``batch``, continuing from its
+    checkpoint when one exists (or from the start, said in one line, when that checkpoint
+    cannot be used)."""
     from ppox.host.run import train_runs
 
     store, opts = sweep.store, sweep.opts
@@ -331,21 +326,45 @@ def _train_batch(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
     if start is not None:
         sweep.totals.resumed += 1
         _say(opts.out, f"{label}: resuming from its checkpoint at update {start}")
+    args = (group.cfg, [c.hparams for c, _ in runs], seeds)
+    kwargs = {"run_dir": store.batch_dir(batch) if store is not None else None,
+              "progress_chunks": opts.progress_chunks,
+              "checkpoint_every": opts.checkpoint_every if store is not None else 0,
+              "reporter": sweep.progress.reporter(label, batch.real, len(batch.runs)),
+              **_continue_past_nonfinite()}
     t0 = time.perf_counter()
-    res = train_runs(group.cfg, [c.hparams for c, _ in runs], seeds,
-                     run_dir=store.batch_dir(batch) if store is not None else None,
-                     progress_chunks=opts.progress_chunks,
-                     checkpoint_every=opts.checkpoint_every if store is not None else 0,
-                     resume=start is not None,
-                     reporter=sweep.progress.reporter(label, batch.real, len(batch.runs)))
+    try:
+        res = train_runs(*args, resume=start is not None, **kwargs)
+    except ConfigError as err:  # checked settings: only the batch's checkpoints can fail
+        if store is None or start is None:
+            raise
+        _say(opts.out, f"{label}: cannot continue from its checkpoint ({err}); training it "
+                       "again from the start")
+        sweep.totals.resumed -= 1
+        store.restart_batch(batch)
+        start = None
+        res = train_runs(*args, resume=False, **kwargs)
     wall_s = time.perf_counter() - t0
+    start = getattr(res, "start_update", start or 0)
     metrics = res.metrics
-    if store is not None and start is not None and len(set(seeds)) < len(seeds):
+    if start and len(set(seeds)) < len(seeds):
+        assert store is not None
         metrics = _read_batch_metrics(store.batch_dir(batch), len(runs), group.cfg.num_updates)
     n_real = len(batch.real)
-    trained = (group.cfg.num_updates - (start or 0)) * group.cfg.batch_size * n_real
+    trained = (group.cfg.num_updates - start) * group.cfg.batch_size * n_real
     return _batch_record(metrics, res.state.params, group.cfg, n_real,
                          (wall_s, res.compile_s, res.run_s, trained))
+
+
+def _continue_past_nonfinite() -> dict[str, Any]:
+    """A sweep trains on past a diverged run (ranked last, the other runs of its batch
+    untouched), where ``train_runs`` with a run directory would stop the batch."""
+    import ppox.host.run as host_run
+
+    options = getattr(host_run, "TrainOptions", None)
+    if options is not None and "on_nonfinite" in {f.name for f in dataclasses.fields(options)}:
+        return {"on_nonfinite": "continue"}
+    return {}
 
 
 def _batch_record(metrics: dict[str, np.ndarray], params: Any, cfg: PPOConfig, n_real: int,

@@ -229,8 +229,12 @@ class SweepDir:
         is not a run to continue)."""
         step = self.checkpoint_step(batch)
         if step is None:
-            shutil.rmtree(self.batch_dir(batch), ignore_errors=True)
+            self.restart_batch(batch)
         return step
+
+    def restart_batch(self, batch: Batch) -> None:
+        """Clears the batch's run directory: it trains again from update 0."""
+        shutil.rmtree(self.batch_dir(batch), ignore_errors=True)
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], where: str = "",
