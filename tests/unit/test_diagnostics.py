@@ -134,3 +134,17 @@ def test_ppox_bench_end_to_end_minimal(tmp_path, capsys):
     assert data["matmul_peak"]["peak_gflops"] > 0
     assert data["jax"] and data["backend"] == "cpu"
     assert data["table"] in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--env", "Nope"], "unknown environment 'Nope'"),
+    (["--num-envs", "0"], "num_envs=0"),
+    (["--num-envs"], "at least one value"),
+])
+def test_ppox_bench_refuses_bad_settings_before_measuring(argv, message, capsys):
+    from ppox.cli import main
+
+    assert main(["bench", "--no-matmul", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert message in err and err.startswith("error: ")
+    assert "ppox bench:" not in out  # nothing was measured

@@ -92,8 +92,16 @@ def cmd_bench(argv: Sequence[str]) -> int:
     import tyro
 
     from ppox._platform import apply_env_cpu_xla_flags
+    from ppox.config import ConfigError
+    from ppox.diagnostics import point_config
+    from ppox.envs import check_env_id
 
     args = tyro.cli(BenchArgs, args=list(argv), prog="ppox bench")
+    if not args.num_envs or not args.parts:
+        raise ConfigError("--num-envs and --parts need at least one value each")
+    check_env_id(args.env)  # bad settings fail here, before anything is compiled
+    for n in args.num_envs:
+        point_config(args.env, n)
     apply_env_cpu_xla_flags(args.env)  # what `ppox train` sets up, before JAX starts
     result = run_bench(args)
     print("\n" + result["table"])
