@@ -18,11 +18,11 @@ from flax import struct
 from jax import lax
 
 from ppox.config import PPOConfig
-from ppox.envs import make_env
 from ppox.envs.wrappers import EpisodeStats
 from ppox.nets import Params, Policy, make_policy
 from ppox.normalize import RunningMeanStd
 from ppox.rollout import EnvCarry, RolloutContext, act_and_step, init_env_carry
+from ppox.trainer import env_for
 
 
 @struct.dataclass
@@ -72,7 +72,7 @@ def make_evaluate(
     ``states`` is the env state of episode 0 at every step (a pytree with a leading time
     axis) when ``keep_states``, else None. Only steps ``< lengths[0]`` belong to the episode.
     """
-    env = make_env(cfg)
+    env = env_for(cfg)
     policy = make_policy(cfg, env.spec)
     num_episodes = num_episodes or cfg.num_eval_episodes
     max_steps = env.spec.max_episode_steps

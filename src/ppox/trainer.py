@@ -24,7 +24,7 @@ from jax import lax
 
 from ppox import algo
 from ppox.algo.base import Algorithm, AlgoSetup, UpdateContext
-from ppox.config import HParams, PPOConfig
+from ppox.config import HParams, PPOConfig, field_specs
 from ppox.envs import make_env
 from ppox.envs.wrappers import EpisodeStats
 from ppox.nets import Params, Policy, make_policy
@@ -78,11 +78,24 @@ class Setup:
         return self.layout.local_envs(self.cfg.num_envs)
 
 
+def env_options(cfg: PPOConfig) -> dict[str, Any]:
+    """The settings an env adapter takes: the brax-only fields for brax envs, else none."""
+    if not cfg.is_brax:
+        return {}
+    return {name: getattr(cfg, name) for name, spec in field_specs(PPOConfig).items()
+            if spec.brax_only}
+
+
+def env_for(cfg: PPOConfig) -> EpisodeStats:
+    """The environment of ``cfg`` (``ppox.envs.make_env`` with its adapter's options)."""
+    return make_env(cfg.env_id, **env_options(cfg))
+
+
 def build(cfg: PPOConfig, layout: Layout = SINGLE) -> Setup:
     """Validates ``cfg`` and builds env, policy and algorithm; every error here is a
     ``ConfigError`` (one line, before anything compiles)."""
     cfg.validate()
-    env = make_env(cfg)
+    env = env_for(cfg)
     policy = make_policy(cfg, env.spec)
     layout.check(cfg.num_envs, cfg.num_steps, cfg.num_minibatches)
     algorithm = algo.get(cfg.algo)

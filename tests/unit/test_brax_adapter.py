@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppox.config import ConfigError, PPOConfig
+from ppox.config import ConfigError
 from ppox.envs import make_env
 from ppox.envs.brax import brax_envs, make_brax
 
@@ -63,7 +63,7 @@ def test_action_repeat_sums_rewards_and_counts_physics_steps():
 
 
 def test_episode_stats_wrapper_on_brax():
-    env = make_env(PPOConfig(env_id="brax/inverted_pendulum", episode_length=5))
+    env = make_env("brax/inverted_pendulum", episode_length=5)
     steps = _run(env, [jnp.zeros(1)] * 5)
     last = steps[-1]
     assert bool(last.info["episode_done"])
@@ -73,4 +73,4 @@ def test_episode_stats_wrapper_on_brax():
 
 def test_unsupported_backend_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot be built with backend='spring'"):
-        make_env(PPOConfig(env_id="brax/swimmer", backend="spring"))
+        make_env("brax/swimmer", backend="spring")

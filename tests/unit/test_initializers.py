@@ -62,7 +62,7 @@ def test_policy_init_has_flax_tree_and_gains():
     from ppox.envs import make_env
     from ppox.nets import make_policy
 
-    env = make_env(PPOConfig(env_id="Pendulum-v1"))
+    env = make_env("Pendulum-v1")
     policy = make_policy(PPOConfig(env_id="Pendulum-v1", actor_hidden=(32, 16)), env.spec)
     params = policy.init(jax.random.PRNGKey(0), -0.5)
     dummy = jnp.zeros((1, *env.spec.obs_shape))

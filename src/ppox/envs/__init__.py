@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import functools
 
-from ppox.config import ConfigError, PPOConfig
+from ppox.config import ConfigError
 from ppox.envs.core import Box, Discrete, Env, EnvSpec, TimeStep
 from ppox.envs.wrappers import EpisodeStats
 
@@ -47,29 +47,32 @@ def check_env_id(env_id: str) -> None:
 
 
 @functools.cache
-def _make(env_id: str, backend: str, episode_length: int, action_repeat: int) -> EpisodeStats:
+def _make(env_id: str, options: tuple[tuple[str, object], ...]) -> EpisodeStats:
+    kw = dict(options)
     if env_id.startswith("brax/"):
         from ppox.envs.brax import make_brax
 
         try:
-            inner: Env = make_brax(env_id, backend, episode_length, action_repeat)
+            inner: Env = make_brax(env_id, **kw)
         except ValueError as err:  # brax: "Unsupported backend: spring."
             raise ConfigError(
-                f"{env_id} cannot be built with backend={backend!r} ({err}); "
+                f"{env_id} cannot be built with backend={kw.get('backend')!r} ({err}); "
                 "choose another --backend, e.g. generalized") from None
     else:
         from ppox.envs.gymnax import make_gymnax
 
-        inner = make_gymnax(env_id)
+        inner = make_gymnax(env_id, **kw)
     return EpisodeStats(inner)
 
 
-def make_env(cfg: PPOConfig) -> EpisodeStats:
-    """The environment for ``cfg`` with in-jit episode statistics (cached per settings)."""
-    check_env_id(cfg.env_id)
-    if cfg.is_brax:
-        return _make(cfg.env_id, cfg.backend, cfg.episode_length, cfg.action_repeat)
-    return _make(cfg.env_id, "", 0, 1)
+def make_env(env_id: str, **options: object) -> EpisodeStats:
+    """The environment ``env_id`` with in-jit episode statistics (cached per id and options).
+
+    ``options`` are the adapter's own (brax: ``backend``, ``episode_length``,
+    ``action_repeat``; gymnax: none); ``ppox.trainer.env_for(cfg)`` picks them from a config.
+    """
+    check_env_id(env_id)
+    return _make(env_id, tuple(sorted(options.items())))
 
 
 __all__ = [

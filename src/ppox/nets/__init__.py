@@ -21,14 +21,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppox.config import PPOConfig
+from ppox.config import ConfigError, PPOConfig
 from ppox.distributions import Distribution
 from ppox.envs.core import EnvSpec
 from ppox.initializers import orthogonal_kernels
+from ppox.nets.cnn import KERNEL, CNNTorso
 from ppox.nets.heads import ActionHead, resolve_policy_kind
+from ppox.nets.recurrent import GRUTorso
 from ppox.nets.torso import Carry, MLPTorso, Params, dense, dense_params
 
-Torso = MLPTorso  # the protocol every torso follows is documented in ppox.nets.torso
+# the protocol every torso follows is documented in ppox.nets.torso
+Torso = MLPTorso | CNNTorso | GRUTorso
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,33 @@ class Policy:
         return self.head.env_action(raw)
 
 
+def torso_kind(cfg: PPOConfig, spec: EnvSpec) -> str:
+    """``"mlp"`` or ``"cnn"`` for ``cfg.torso`` on ``spec``'s observations (auto: cnn for
+    images ``[H, W, C]``); raises ``ConfigError`` for a CNN that cannot run on them."""
+    shape = tuple(spec.obs_shape)
+    kind = ("cnn" if len(shape) == 3 else "mlp") if cfg.torso == "auto" else cfg.torso
+    if kind == "cnn" and len(shape) != 3:
+        raise ConfigError(f"torso='cnn' needs image observations [H, W, C] and {spec.env_id} "
+                          f"gives shape {shape}; use --torso mlp or auto")
+    smallest = 1 + (KERNEL - 1) * len(cfg.cnn_channels)
+    if kind == "cnn" and min(shape[:2]) < smallest:
+        raise ConfigError(f"cnn_channels={cfg.cnn_channels}: {len(cfg.cnn_channels)} "
+                          f"{KERNEL}x{KERNEL} convolutions need images of at least "
+                          f"{smallest}x{smallest} and {spec.env_id} gives {shape}; use fewer "
+                          "--cnn-channels or --torso mlp")
+    return kind
+
+
 def make_torso(cfg: PPOConfig, spec: EnvSpec, hidden: tuple[int, ...]) -> Torso:
-    return MLPTorso(tuple(spec.obs_shape), tuple(hidden), cfg.activation)
+    """The torso of one network: MLP (``hidden`` widths) or CNN (``cnn_channels``,
+    ``cnn_dense``), see ``torso_kind``; with ``recurrent``, a GRU on top of it."""
+    obs_shape = tuple(spec.obs_shape)
+    base: MLPTorso | CNNTorso
+    if torso_kind(cfg, spec) == "cnn":
+        base = CNNTorso(obs_shape, tuple(cfg.cnn_channels), tuple(cfg.cnn_dense), cfg.activation)
+    else:
+        base = MLPTorso(obs_shape, tuple(hidden), cfg.activation)
+    return GRUTorso(base, cfg.gru_size) if cfg.recurrent else base
 
 
 def make_policy(cfg: PPOConfig, spec: EnvSpec) -> Policy:
@@ -162,5 +190,5 @@ def make_policy(cfg: PPOConfig, spec: EnvSpec) -> Policy:
     )
 
 
-__all__ = ["ActionHead", "MLPTorso", "Network", "Params", "Policy", "make_policy",
-           "make_torso", "resolve_policy_kind"]
+__all__ = ["ActionHead", "CNNTorso", "GRUTorso", "MLPTorso", "Network", "Params", "Policy",
+           "Torso", "make_policy", "make_torso", "resolve_policy_kind", "torso_kind"]
