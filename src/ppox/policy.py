@@ -91,9 +91,9 @@ def load_policy(run_dir: str | Path, run_index: int = 0, deterministic: bool = T
     ``deterministic``: what ``policy(obs)`` does without a key (``policy(obs, key)``
     always samples).
     """
-    from ppox.trainer import env_for
     from ppox.host.evaluation import load_policy as load_arrays
     from ppox.nets import make_policy
+    from ppox.trainer import env_for
 
     loaded = load_arrays(run_dir, run_index)
     spec = env_for(loaded.cfg).spec

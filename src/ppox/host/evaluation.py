@@ -77,10 +77,10 @@ def evaluate_run(run_dir: str | Path, episodes: int = 16, seed: int = 0, run_ind
     returns, lengths, states = evaluate(jax.random.PRNGKey(seed), pol.params, pol.obs_stats)
     html_path = None
     if want_html:
-        from ppox.envs import make_env
         from ppox.envs.brax import render_html
+        from ppox.trainer import env_for
 
-        env = make_env(pol.cfg).env
+        env = env_for(pol.cfg).env
         html_path = Path(html)
         from ppox.host.configfile import atomic_write_text
 

@@ -149,9 +149,9 @@ def record_video(run_dir: str | Path, path: str | Path, seed: int = 0, run_index
     returns, lengths, states = evaluate(jax.random.PRNGKey(seed), pol.params, pol.obs_stats)
     length = int(lengths[0])
     step = max(1, -(-length // max_frames))
-    from ppox.envs import make_env
+    from ppox.trainer import env_for
 
-    env = make_env(pol.cfg).env
+    env = env_for(pol.cfg).env
     out = dict(episode_return=float(returns[0]), episode_length=length)
     if pol.cfg.is_brax:
         try:
