@@ -202,6 +202,41 @@ def _evaluate(cfg: Any, states: Sequence[Any], episodes: int) -> dict[str, Any]:
                                 "policy, untimed, mean over repeats"}
 
 
+def _train_fields(cfg: Any, hp: Any, spec: Mapping[str, Any],
+                  runs: Mapping[str, Any]) -> dict[str, Any]:
+    """The peer runners' JSON fields of ``runs`` (see :func:`train_worker`)."""
+    import platform
+
+    import jax
+    import numpy as np
+
+    from benchmarks.harness.machine import dist_version
+    from ppox.config import config_to_dict
+
+    total, returns = cfg.num_updates * cfg.batch_size, runs["returns"]
+    return {
+        "peer": "ppox",
+        "versions": {"python": platform.python_version(),
+                     **{d: dist_version(d) for d in
+                        ("ppox", "jax", "jaxlib", "flax", "optax", "gymnax", "brax")}},
+        "config": {**config_to_dict(cfg), **{k: float(v) for k, v in hp.to_dict().items()},
+                   "total_timesteps_run": total, "num_updates": cfg.num_updates,
+                   "api": spec.get("api", "fused"), "seed": int(spec.get("seed", 0)),
+                   "repeats": int(spec.get("repeats", 1)), "adam_eps": 1e-5,
+                   "init": "orthogonal"},
+        "compile_s": runs["compile_s"][0],
+        "compile_s_per_repeat": runs["compile_s"],
+        "run_s": runs["run_s"],
+        "sps": [total / t for t in runs["run_s"]],
+        "final_return": float(np.nanmean(returns)) if np.isfinite(returns).any()
+        else float("nan"),
+        "return_kind": "train: mean return of the episodes that ended in the last 5% of "
+                       "the updates (>= num_envs episodes), mean over repeats",
+        "final_return_per_repeat": returns,
+        "jax_devices": [str(d) for d in jax.devices()],
+    }
+
+
 def train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Trains as a peer runner does and returns the same JSON fields.
 
@@ -216,13 +251,7 @@ def train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     ``num_envs`` episodes), mean over repeats. ``eval_episodes > 0`` adds a deterministic
     evaluation, untimed.
     """
-    import platform
-
-    import jax
-    import numpy as np
-
-    from benchmarks.harness.machine import dist_version
-    from ppox.config import HParams, config_from_dict, config_to_dict
+    from ppox.config import HParams, config_from_dict
     from ppox.trainer import build
 
     cfg = config_from_dict(dict(spec["config"]))
@@ -240,28 +269,7 @@ def train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown api {api!r}: fused, train_runs, data_parallel or "
                          "split_networks")
-    total, returns = cfg.num_updates * cfg.batch_size, runs["returns"]
-    out: dict[str, Any] = {
-        "peer": "ppox",
-        "versions": {"python": platform.python_version(),
-                     **{d: dist_version(d) for d in
-                        ("ppox", "jax", "jaxlib", "flax", "optax", "gymnax", "brax")}},
-        "config": {**config_to_dict(cfg), **{k: float(v) for k, v in hp.to_dict().items()},
-                   "total_timesteps_run": total, "num_updates": cfg.num_updates,
-                   "api": api, "seed": seed, "repeats": repeats, "adam_eps": 1e-5,
-                   "init": "orthogonal"},
-        "setup_s": setup_s,
-        "compile_s": runs["compile_s"][0],
-        "compile_s_per_repeat": runs["compile_s"],
-        "run_s": runs["run_s"],
-        "sps": [total / t for t in runs["run_s"]],
-        "final_return": float(np.nanmean(returns)) if np.isfinite(returns).any()
-        else float("nan"),
-        "return_kind": "train: mean return of the episodes that ended in the last 5% of "
-                       "the updates (>= num_envs episodes), mean over repeats",
-        "final_return_per_repeat": returns,
-        "jax_devices": [str(d) for d in jax.devices()],
-    }
+    out = {**_train_fields(cfg, hp, spec, runs), "setup_s": setup_s}
     if eval_episodes > 0:
         out.update(_evaluate(cfg, runs["states"], eval_episodes))
     return out
