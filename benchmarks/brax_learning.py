@@ -35,20 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-data-parallel", action="store_true")
     args = parser.parse_args(argv)
 
-    from ppox._platform import apply_env_cpu_xla_flags
+    from benchmarks.harness.workers import worker_platform
     from ppox.defaults import resolve
     from ppox.host.evaluation import evaluate_run
     from ppox.host.metrics import episode_means
     from ppox.host.plots import plot_learning_curves
     from ppox.host.run import print_reporter, train_runs
 
-    # as `ppox train` does, before jax starts its backends: the env's CPU flags, and one
-    # XLA device per core when the run is split across devices
-    apply_env_cpu_xla_flags(args.env)
-    if not args.no_data_parallel:
-        from ppox._platform import use_every_cpu_core
-
-        use_every_cpu_core()
+    # as `ppox train` does, before jax starts its backends: the env's CPU flags, the
+    # unrolled threefry on CPU, and one XLA device per core when the run is split
+    worker_platform(args.env, multi_device=not args.no_data_parallel)
     cfg, hp = resolve(args.env)
     if args.total_timesteps:
         cfg = cfg.replace(total_timesteps=args.total_timesteps)
