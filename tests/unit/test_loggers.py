@@ -191,3 +191,4 @@ def test_eval_return_is_missing_where_no_evaluation_ran(tmp_path):
     assert [r["eval_return"] for r in raw] == [None, None, 20.0, None, None, 30.5]
     rows = read_rows(tmp_path / "metrics.csv")
     assert [r["eval_return"] for r in rows][2::3] == [20.0, 30.5]
+    assert "eval_return" not in load_history(tmp_path / "metrics.jsonl", RUNS, 3)[0]

@@ -195,12 +195,13 @@ def load_metrics(path: str | Path, run_names: list[str] | None = None,
 def load_history(path: str | Path, run_names: list[str], upto: int,
                  ) -> list[dict[str, np.ndarray]]:
     """The per-update metrics ``[R, upto]`` (float32) of a metrics file, as the trainer
-    produced them (``ROW_KEYS`` left out), for a resumed run's history; ``[]`` when
-    ``upto`` is 0 or there is no file."""
+    produced them (``ROW_KEYS`` and ``SPARSE_METRICS`` left out), for a resumed run's
+    history; ``[]`` when ``upto`` is 0 or there is no file."""
     if upto == 0 or not Path(path).exists():
         return []
     _, cols = load_metrics(path, run_names, upto)
-    return [{k: v.astype(np.float32) for k, v in cols.items() if k not in ROW_KEYS}]
+    return [{k: v.astype(np.float32) for k, v in cols.items()
+             if k not in ROW_KEYS and k not in SPARSE_METRICS}]
 
 
 def last_wall_s(path: str | Path) -> float:
