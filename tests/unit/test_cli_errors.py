@@ -120,6 +120,13 @@ CASES: list[tuple[list[str], str | re.Pattern]] = [
      "--anneal-lr to turn it on or --no-anneal-lr to turn it off"),
     (["train", "--no-anneal-lr", "false"], "--no-anneal-lr takes no value (got 'false'); pass "
      "--anneal-lr to turn it on or --no-anneal-lr to turn it off"),
+    (["train", "--anneal-lr=yes"], "--anneal-lr takes no value (got 'yes'); pass "
+     "--anneal-lr to turn it on or --no-anneal-lr to turn it off"),
+    (["train", "--num-envs="],
+     "num_envs='' must be a positive integer; pass --num-envs N with N >= 1"),
+    (["train", "--seed", "1.5"], "seed='1.5' must be an integer; e.g. --seed 0"),
+    (["train", "-x"], "unknown option '-x'; `ppox train --help` lists the options"),
+    (["train", "--config", "{tmp}"], "config file '{tmp}' is a directory; pass a .toml file"),
     (["train", "--num-envz", "8"], "unknown option '--num-envz' (did you mean --num-envs?); "
      "`ppox train --help` lists the options"),
     (["train", "fast"], "unexpected argument 'fast': every value follows its flag (e.g. "
@@ -229,6 +236,8 @@ def _check_case(argv: list[str], expected: str | re.Pattern, tmp: Path, capsys) 
     code = main(_argv(argv, tmp))
     out, err = capsys.readouterr()
     assert code == 2, (out, err)
+    if isinstance(expected, str):
+        expected = expected.replace("{tmp}", str(tmp))
     _assert_one_line(err, expected)
     assert "Traceback" not in out
     assert COMPILES == [], "bad input must be rejected before anything is compiled"

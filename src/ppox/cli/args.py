@@ -208,9 +208,10 @@ def _field_of(flag: _Flag, extra_fields: Sequence[tuple]) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class _Pre:
-    """Only what decides the other defaults: the env and the config file."""
+    """Only what decides the other defaults: the env, the algorithm and the config file."""
 
     env: str | None = None
+    algo: str | None = None
     config: Path | None = None
     seed: str | None = None
     num_seeds: str | None = None
@@ -264,6 +265,8 @@ def _unknown_argument(unknown: Sequence[str], argv: Sequence[str], flags: Sequen
     switches |= {"--no-" + f.flag[2:]: f for f in list(switches.values())}
     index = list(argv).index(word) if word in argv else -1
     before = argv[index - 1].replace("_", "-") if index > 0 else ""
+    joined = [a.split("=", 1)[0].replace("_", "-") for a in argv if a.endswith("=" + word)]
+    before = joined[0] if index < 0 and joined else before  # --anneal-lr=yes
     if before in switches:
         flag = switches[before].flag
         return (f"{before} takes no value (got {word!r}); pass {flag} to turn it on or "
@@ -301,7 +304,7 @@ def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
     file = read_run_file(source) if source is not None else None
     env = pre.env or (file.env if file and file.env else None) or PPOConfig().env_id
     check_env_id(env)
-    cfg, hp = resolve(env)
+    cfg, hp = resolve(env, pre.algo or (file.config.get("algo") if file else None) or "ppo")
     run: dict[str, Any] = {"env": env, "config": pre.config}
     if file is not None:
         from ppox.config import config_from_dict, hparams_from_dict

@@ -67,6 +67,8 @@ def read_run_file(path: str | Path) -> RunFile:
     to tuples, numbers to floats). Every problem is one ``ConfigError`` line naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory; pass a .toml file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing .toml file")
     try:
