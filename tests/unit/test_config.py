@@ -225,3 +225,22 @@ def test_defaults_are_valid():
             spec = f.metadata[META_KEY]
             if isinstance(f.default, float) and not math.isnan(f.default):
                 assert not spec.out_of_bounds(np.asarray(f.default)), f.name
+
+
+def test_resume_compares_none_options(tmp_path):
+    # an option that is off is absent from the run file; switching it on (or off) on a
+    # resume is still a difference
+    from ppox.host.configfile import run_file_differences
+
+    optional = [f.name for f in dataclasses.fields(PPOConfig) if f.default is None]
+    if not optional:
+        pytest.skip("no PPOConfig option defaults to None")
+    name = optional[0]
+    spec = field_specs(PPOConfig)[name]
+    value = spec.example if spec.example is not None else (
+        spec.lo + 1.0 if spec.lo > -math.inf else 1.0)
+    path = tmp_path / "config.toml"
+    write_run_file(path, PPOConfig(), HParams(), seed=0)
+    on = run_file_dict(PPOConfig().replace(**{name: value}), HParams(), seed=0)
+    assert run_file_differences(path, on) == [f"{name}: {value!r} here, None in the run"]
+    assert run_file_differences(path, run_file_dict(PPOConfig(), HParams(), seed=0)) == []

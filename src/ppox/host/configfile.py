@@ -35,6 +35,7 @@ from ppox.config import (
     coerce_value,
     config_field_names,
     config_to_dict,
+    field_default,
     field_types,
     hparam_names,
     option,
@@ -165,7 +166,8 @@ def write_run_file(path: str | Path, cfg: PPOConfig, hp: HParams, seed: int,
 def run_file_differences(path: str | Path, given: dict[str, Any]) -> list[str]:
     """What differs between the run file at ``path`` and ``given`` (a ``run_file_dict``),
     one ``"name: X here, Y in the run"`` string per setting. Keys the stored file lacks (a run
-    dir written before the setting existed) are not compared."""
+    dir written before the setting existed) are not compared, except options whose default is
+    None: run files leave None out, so there an absent key means None."""
     stored = tomllib.loads(Path(path).read_text())
     given = tomllib.loads(tomli_w.dumps(given))  # compare as TOML reads it (tuples -> lists)
     out = []
@@ -174,4 +176,8 @@ def run_file_differences(path: str | Path, given: dict[str, Any]) -> list[str]:
         for key, value in new.items():
             if not isinstance(value, dict) and key in old and old[key] != value:
                 out.append(f"{key}: {value!r} here, {old[key]!r} in the run")
+    old, new = stored.get("config", {}), given["config"]
+    for key in sorted(set(old) ^ set(new)):
+        if key in config_field_names() and field_default(PPOConfig, key) is None:
+            out.append(f"{key}: {new.get(key)!r} here, {old.get(key)!r} in the run")
     return out
