@@ -257,6 +257,7 @@ def _run_batches(plan: SweepPlan, store: SweepDir | None,
             f", static {batch.group + 1}/{len(plan.groups)}" if len(plan.groups) > 1 else "")
         try:
             _stop_if_requested()
+            _before_training(store, k, len(batches))
             record = _batch_result(sweep, batch, label)
         except KeyboardInterrupt as err:
             _say_interrupted(store, batches, label, getattr(err, "saved", ""))
@@ -287,6 +288,19 @@ def _batch_result(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
 def _say(out: TextIO | None, line: str) -> None:
     if out is not None:
         print(line, file=out, flush=True)
+
+
+def _before_training(store: SweepDir | None, done: int, total: int) -> None:
+    """Until a batch trains, a Ctrl-C on the command line exits at once (nothing of that
+    batch is worth waiting for); says what the sweep directory keeps."""
+    try:
+        from ppox.host.interrupts import set_phase
+    except ImportError:
+        return
+    kept = (f"{done} of {total} batches finished and kept in {store.path}; resume with: "
+            f"ppox sweep --out {store.path} --resume" if store is not None
+            else "nothing is kept (no sweep directory)")
+    set_phase("startup", kept)
 
 
 def _stop_if_requested() -> None:
