@@ -144,6 +144,19 @@ class PPOConfig:
                                             help="hidden layer widths of the value MLP")
     activation: Activation = option("tanh", what="an activation",
                                     help="hidden activation of both MLPs")
+    torso: Literal["auto", "mlp", "cnn"] = option("auto", what="a torso", help=(
+        "feature extractor of both networks: mlp (flattens the observation; layers "
+        "actor_hidden/critic_hidden), cnn (3x3 convolutions of [H, W, C] images, then "
+        "cnn_dense); auto is cnn for image observations, else mlp"))
+    cnn_channels: tuple[int, ...] = option((16,), help="cnn: output channels of each 3x3 "
+                                           "convolution (stride 1, no padding)")
+    cnn_dense: tuple[int, ...] = option((128,), help="cnn: widths of the dense layers after "
+                                        "the convolutions")
+    recurrent: bool = option(False, help=(
+        "a GRU after each network's torso (the critic has its own), its state reset where "
+        "an episode starts; minibatches are whole env sequences (num_minibatches must "
+        "divide each device's num_envs)"))
+    gru_size: int = option(128, positive=True, help="recurrent: GRU hidden units")
     policy: PolicyKind = option("auto", what="a policy kind", help=(
         "action distribution; auto is Categorical for discrete and Gaussian (clipped to the "
         "bounds) for continuous action spaces"))

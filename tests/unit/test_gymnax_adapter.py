@@ -31,7 +31,7 @@ def test_adapter_matches_gymnax_step_for_several_steps(env_id):
         assert float(ts.reward) == pytest.approx(float(r))
         assert bool(ts.terminated) == bool(term)
         assert bool(ts.truncated) == bool(trunc)
-        assert ts.obs.dtype == jnp.float32 and ts.obs.ndim == 1
+        assert ts.obs.dtype == jnp.float32 and ts.obs.shape == ours.spec.obs_shape
 
 
 def test_cartpole_truncates_at_500_with_final_obs_before_reset():

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ppox.algo.base import AlgoSetup, Metrics, Rollout, UpdateContext
+from ppox.algo.base import AlgoSetup, Metrics, Rollout, UpdateContext, refuse
 from ppox.algo.sgd import (
     SGD,
     Objective,
@@ -145,12 +145,22 @@ def diagnostics(ctx: UpdateContext, batch: Batch, old: Params, new: Params, key:
     return metrics
 
 
+def check_sequences(setup: AlgoSetup) -> None:
+    """A recurrent policy's minibatches are whole env sequences: ``num_minibatches`` must
+    divide each device's envs."""
+    cfg, envs = setup.cfg, setup.layout.local_envs(setup.cfg.num_envs)
+    if setup.policy.is_recurrent and envs % cfg.num_minibatches:
+        raise refuse(f"num_minibatches={cfg.num_minibatches} with recurrent and {envs} envs "
+                     "per device", "minibatches are whole env sequences; choose a "
+                     f"num_minibatches that divides {envs} (or more --num-envs)")
+
+
 @dataclass(frozen=True)
 class PPO:
     """The clipped-surrogate PPO update (see the module docstring)."""
 
     def check(self, setup: AlgoSetup) -> None:
-        del setup  # runs with every policy, torso and layout
+        check_sequences(setup)  # otherwise it runs with every policy, torso and layout
 
     def init(self, setup: AlgoSetup, params: Params, hp: Any) -> Any:
         return SGD(setup).init(params, hp)

@@ -2,8 +2,9 @@
 
 gymnax 1.0's ``step`` returns ``(obs, state, reward, terminated, truncated, info)`` with
 ``info["final_observation"]`` holding the observation before the auto-reset. Observations
-are flattened to one float32 vector (MinAtar frames, bsuite grids); a discrete observation
-space (FrozenLake) is one-hot encoded.
+keep their shape as float32 (MinAtar frames stay ``[10, 10, C]`` images for a CNN; the MLP
+torso flattens), a scalar one becomes ``[1]``; a discrete observation space (FrozenLake) is
+one-hot encoded.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _EXCLUDED = {"MNISTBandit-bsuite"}
 
 
 def gymnax_env_ids() -> list[str]:
-    """Every gymnax id ppox supports (flat or flattenable observations, no downloads)."""
+    """Every gymnax id ppox supports (no downloads)."""
     import gymnax
 
     return [name for name in gymnax.registered_envs if name not in _EXCLUDED]
@@ -40,7 +41,7 @@ class GymnaxEnv:
     def _obs(self, raw: jax.Array) -> jax.Array:
         if self.obs_one_hot:
             return jax.nn.one_hot(raw, self.obs_one_hot, dtype=jnp.float32).reshape(-1)
-        return jnp.asarray(raw, jnp.float32).reshape(-1)
+        return jnp.asarray(raw, jnp.float32).reshape(self.spec.obs_shape)
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, Any]:
         obs, state = self.env.reset(key, self.params)
@@ -67,7 +68,9 @@ def make_gymnax(env_id: str) -> GymnaxEnv:
     env, params = gymnax.make(env_id)
     obs_space = env.observation_space(params)
     one_hot = int(obs_space.n) if isinstance(obs_space, spaces.Discrete) else 0
-    obs_dim = one_hot or int(np.prod(obs_space.shape))
+    # the shape the env really returns (a few spaces declare another one of the same size)
+    raw_shape = tuple(jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)[0].shape)
+    obs_shape = (one_hot,) if one_hot else (raw_shape or (1,))
     act = env.action_space(params)
     if isinstance(act, spaces.Discrete):
         action_space: Discrete | Box = Discrete(int(act.n))
@@ -79,7 +82,7 @@ def make_gymnax(env_id: str) -> GymnaxEnv:
         )
     spec = EnvSpec(
         env_id=env_id,
-        obs_shape=(obs_dim,),
+        obs_shape=obs_shape,
         action_space=action_space,
         max_episode_steps=int(params.max_steps_in_episode),
     )

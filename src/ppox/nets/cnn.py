@@ -1,0 +1,95 @@
+"""A convolutional torso for image observations ``[H, W, C]`` (MinAtar-style).
+
+Conv layers (3x3, stride 1, no padding, as in the MinAtar paper's network), each followed by
+the activation, then the flattened feature map through dense layers. Every kernel is an
+orthogonal matrix of the policy's one ``orthogonal_kernels`` draw: a conv kernel is drawn as
+the ``(kh * kw * cin, cout)`` matrix that multiplies an image patch, then reshaped to flax's
+``(kh, kw, cin, cout)`` layout (row-major, so the patch order is ``(kh, kw, cin)``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ppox.nets.torso import ACTIVATIONS, HIDDEN_GAIN, Carry, Params, dense, dense_params
+
+KERNEL = 3
+
+
+def conv(params: Params, x: jax.Array) -> jax.Array:
+    """A 3x3 ``VALID`` convolution of ``x [*batch, H, W, cin]`` (flax's ``nn.Conv``)."""
+    kh, kw, _, cout = params["kernel"].shape
+    return nn.Conv(cout, (kh, kw), padding="VALID").apply({"params": params}, x)
+
+
+def conv_params(matrix: jax.Array, cin: int) -> Params:
+    """A ``(kh * kw * cin, cout)`` patch matrix as a conv layer's parameters."""
+    return {"kernel": matrix.reshape(KERNEL, KERNEL, cin, matrix.shape[1]),
+            "bias": jnp.zeros((matrix.shape[1],), jnp.float32)}
+
+
+@dataclass(frozen=True)
+class CNNTorso:
+    """``channels`` conv layers then ``dense`` layers on an ``obs_shape = (H, W, C)`` image."""
+
+    obs_shape: tuple[int, ...]
+    channels: tuple[int, ...] = (16,)
+    dense: tuple[int, ...] = (128,)
+    activation: str = "relu"
+
+    is_recurrent = False
+
+    @property
+    def feature_map(self) -> tuple[int, int, int]:
+        """``(H', W', C')`` after the convolutions (each trims ``KERNEL - 1`` rows/cols)."""
+        h, w, c = self.obs_shape
+        trim = (KERNEL - 1) * len(self.channels)
+        return h - trim, w - trim, self.channels[-1] if self.channels else c
+
+    @property
+    def out_dim(self) -> int:
+        return self.dense[-1] if self.dense else math.prod(self.feature_map)
+
+    @property
+    def head_name(self) -> str:
+        return f"Dense_{len(self.dense)}"
+
+    def matrices(self) -> list[tuple[int, int]]:
+        cins = [self.obs_shape[-1], *self.channels[:-1]]
+        convs = [(KERNEL * KERNEL * cin, cout) for cin, cout in zip(cins, self.channels,
+                                                                     strict=True)]
+        widths = [math.prod(self.feature_map), *self.dense]
+        return [*convs, *itertools.pairwise(widths)]
+
+    def gains(self) -> list[float]:
+        return [HIDDEN_GAIN] * (len(self.channels) + len(self.dense))
+
+    def build(self, kernels: list[jax.Array]) -> Params:
+        n = len(self.channels)
+        cins = [self.obs_shape[-1], *self.channels[:-1]]
+        params = {f"Conv_{i}": conv_params(w, cin)
+                  for i, (w, cin) in enumerate(zip(kernels[:n], cins, strict=True))}
+        params.update({f"Dense_{i}": dense_params(w) for i, w in enumerate(kernels[n:])})
+        return params
+
+    def initial_carry(self, batch_shape: tuple[int, ...]) -> Carry:
+        return ()
+
+    def apply(self, params: Params, x: jax.Array, carry: Carry = (),
+              reset: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+        """``x [*batch, H, W, C]`` -> features ``[*batch, out_dim]``."""
+        act = ACTIVATIONS[self.activation]
+        batch = x.shape[:x.ndim - 3]
+        x = x.reshape(-1, *x.shape[-3:])  # one batch axis for the convolution
+        for i in range(len(self.channels)):
+            x = act(conv(params[f"Conv_{i}"], x))
+        x = x.reshape(*batch, -1)
+        for i in range(len(self.dense)):
+            x = act(dense(params[f"Dense_{i}"], x))
+        return x, carry
