@@ -301,3 +301,123 @@ def test_spec_round_trips_through_toml(tmp_path):
         spec.grid, spec.random, spec.static, spec.samples)
     assert (again.seeds, again.seed, again.random_seed) == (2, 7, 3)
     assert again.hparam_points() == spec.hparam_points()
+
+
+# --------------------------------------------------------------------------------------
+# The sweep directory (no training: records, protection, a resumed batch's metrics)
+
+
+def _record(**plan):
+    from ppox.host.configfile import run_file_dict
+    from ppox.sweep.store import SweepRecord
+
+    spec = parse_spec({"seeds": 2, "grid": {"learning_rate": [1e-3, 3e-4]}})
+    return SweepRecord(base=run_file_dict(PPOConfig(), HParams(), 0, 2), spec=spec.to_dict(),
+                       plan={"batch_size": None, "progress_chunks": 4, "checkpoint_every": 1,
+                             "devices": 1, "groups": [[4, 1, 4]], **plan})
+
+
+def test_sweep_dir_record_round_trips_and_resume_names_each_difference(tmp_path):
+    from ppox.host.configfile import run_file_dict
+    from ppox.sweep.store import SweepDir, SweepRecord
+
+    store = SweepDir(tmp_path / "d")
+    record = _record()
+    store.create(record, overwrite=False)
+    stored = store.read_record()
+    assert (stored.base["env"], stored.spec["grid"], stored.plan) == (
+        "CartPole-v1", {"learning_rate": [1e-3, 3e-4]}, record.plan)
+    assert stored.plans() == [plan_batches(4, 4, 1)]
+    store.check_resume(stored, record)  # the same settings
+    store.check_resume(stored, _record(checkpoint_every=5))  # changes no number
+    changed = SweepRecord(
+        base=run_file_dict(PPOConfig(num_envs=8), HParams(gamma=0.9), 0, 2),
+        spec=parse_spec({"seeds": 2, "grid": {"learning_rate": [1e-3]}}).to_dict(),
+        plan={**record.plan, "batch_size": 2})
+    with pytest.raises(ConfigError) as info:
+        store.check_resume(stored, changed)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for part in ("[config] num_envs: 8 here, 4 in the sweep",
+                 "[hparams] gamma: 0.9 here, 0.99 in the sweep",
+                 "[grid] learning_rate: [0.001] here, [0.001, 0.0003] in the sweep",
+                 "batch_size: 2 here, none in the sweep"):
+        assert part in msg
+    # a sweep recorded before a setting existed resumes with that setting's default
+    old = SweepRecord(base={**stored.base, "config": {
+        k: v for k, v in stored.base["config"].items() if k != "num_envs"}},
+        spec=stored.spec, plan=stored.plan)
+    store.check_resume(old, record)
+
+
+def test_sweep_dir_protection(tmp_path):
+    from ppox.sweep.store import SweepDir
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        SweepDir(tmp_path / "file").create(_record(), overwrite=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    for overwrite, match in ((False, "already holds files; pass --resume"),
+                             (True, "--overwrite clears only a sweep directory")):
+        with pytest.raises(ConfigError, match=match):
+            SweepDir(other).create(_record(), overwrite=overwrite)
+    assert (other / "keep.txt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="holds no sweep to resume"):
+        SweepDir(other).read_record()
+    sweep = SweepDir(tmp_path / "sweep")
+    sweep.create(_record(), overwrite=False)
+    (sweep.path / "batches").mkdir()
+    (sweep.path / "batches" / "0-0.npz").write_text("old")
+    with pytest.raises(ConfigError, match="already holds a sweep"):
+        sweep.create(_record(), overwrite=False)
+    sweep.create(_record(), overwrite=True)
+    assert sorted(p.name for p in sweep.path.iterdir()) == ["base.toml", "plan.json",
+                                                              "spec.toml"]
+
+
+def test_batch_records_are_written_whole_and_read_back_equal(tmp_path):
+    from ppox.sweep.plan import Batch
+    from ppox.sweep.store import BatchRecord, SweepDir
+
+    store = SweepDir(tmp_path)
+    batch = Batch(group=0, number=1, runs=[3, 4, 4])
+    assert store.load_batch(batch) is None and not store.is_finished(batch)
+    rec = BatchRecord(final_return=np.array([1.5, np.nan]), auc=np.array([0.25, 2.0]),
+                      curves=np.array([[np.nan, 1.0], [2.0, 3.0]], np.float32),
+                      diverged=np.array([False, True]), wall_s=1.25, compile_s=0.5,
+                      run_s=0.75, env_steps=1024)
+    store.save_batch(batch, rec)
+    again = store.load_batch(batch)
+    for name in ("final_return", "auc", "curves", "diverged"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(rec, name))
+    assert (again.wall_s, again.compile_s, again.run_s, again.env_steps) == (1.25, 0.5, 0.75,
+                                                                            1024)
+    assert sorted(p.name for p in (tmp_path / "batches").iterdir()) == ["0-1.npz"]
+
+
+def test_resumed_batch_metrics_tell_runs_of_the_same_seed_apart(tmp_path):
+    """Two configurations with seed 0 in one batch: rows of one update come in run order,
+    so the k-th row of an update is run k, whatever the runs are called."""
+    import json
+
+    from ppox.sweep.run import _read_batch_metrics
+
+    rows = []
+    for start, n in ((0, 2), (2, 1)):  # two chunks, as train_runs writes them
+        for r, name in enumerate(["seed0", "seed0", "seed1"]):
+            for u in range(start, start + n):
+                rows.append({"run": name, "update": u + 1, "episode_count": float(r),
+                             "episode_return_sum": 10.0 * r + u,
+                             "loss": "nan" if (r, u) == (1, 2) else 0.5, "other": None})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    m = _read_batch_metrics(tmp_path, num_runs=3, num_updates=3)
+    np.testing.assert_array_equal(m["episode_return_sum"], [[0, 1, 2], [10, 11, 12],
+                                                            [20, 21, 22]])
+    np.testing.assert_array_equal(m["episode_count"], [[0] * 3, [1] * 3, [2] * 3])
+    assert np.isnan(m["loss"][1, 2]) and np.isfinite(np.delete(m["loss"].ravel(), 5)).all()
+    assert set(m) == {"episode_count", "episode_return_sum", "loss"}
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows[:-1]))
+    with pytest.raises(RuntimeError, match="holds 2 of 3 runs' rows"):
+        _read_batch_metrics(tmp_path, num_runs=3, num_updates=3)
