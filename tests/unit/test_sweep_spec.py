@@ -402,7 +402,7 @@ def test_resumed_batch_metrics_tell_runs_of_the_same_seed_apart(tmp_path):
     so the k-th row of an update is run k, whatever the runs are called."""
     import json
 
-    from ppox.sweep.run import _read_batch_metrics
+    from ppox.sweep.store import read_batch_metrics
 
     rows = []
     for start, n in ((0, 2), (2, 1)):  # two chunks, as train_runs writes them
@@ -412,7 +412,7 @@ def test_resumed_batch_metrics_tell_runs_of_the_same_seed_apart(tmp_path):
                              "episode_return_sum": 10.0 * r + u,
                              "loss": "nan" if (r, u) == (1, 2) else 0.5, "other": None})
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
-    m = _read_batch_metrics(tmp_path, num_runs=3, num_updates=3)
+    m = read_batch_metrics(tmp_path, num_runs=3, num_updates=3)
     np.testing.assert_array_equal(m["episode_return_sum"], [[0, 1, 2], [10, 11, 12],
                                                             [20, 21, 22]])
     np.testing.assert_array_equal(m["episode_count"], [[0] * 3, [1] * 3, [2] * 3])
@@ -420,4 +420,4 @@ def test_resumed_batch_metrics_tell_runs_of_the_same_seed_apart(tmp_path):
     assert set(m) == {"episode_count", "episode_return_sum", "loss"}
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows[:-1]))
     with pytest.raises(RuntimeError, match="holds 2 of 3 runs' rows"):
-        _read_batch_metrics(tmp_path, num_runs=3, num_updates=3)
+        read_batch_metrics(tmp_path, num_runs=3, num_updates=3)

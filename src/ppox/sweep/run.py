@@ -39,7 +39,7 @@ from ppox.sweep.report import (
     write_results,
 )
 from ppox.sweep.spec import SweepSpec
-from ppox.sweep.store import BatchRecord, SweepDir, SweepRecord
+from ppox.sweep.store import BatchRecord, SweepDir, SweepRecord, read_batch_metrics
 
 CHUNK_NAME = "chunk"  # the name under which the training chunk is traced and compiled
 
@@ -363,7 +363,7 @@ def _train_batch(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
     metrics = res.metrics
     if start and len(set(seeds)) < len(seeds):
         assert store is not None
-        metrics = _read_batch_metrics(store.batch_dir(batch), len(runs), group.cfg.num_updates)
+        metrics = read_batch_metrics(store.batch_dir(batch), len(runs), group.cfg.num_updates)
     n_real = len(batch.real)
     trained = (group.cfg.num_updates - start) * group.cfg.batch_size * n_real
     return _batch_record(metrics, res.state.params, group.cfg, n_real,
@@ -409,40 +409,6 @@ def _diverged_runs(metrics: dict[str, np.ndarray], params: Any) -> np.ndarray:
         ok = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=-1)
         bad |= ~ok[:len(bad)]
     return bad
-
-
-# The per-update metrics a sweep's results are computed from.
-_RESULT_METRICS = ("episode_count", "episode_return_sum", "loss", "nonfinite")
-
-
-def _read_batch_metrics(run_dir: Path, num_runs: int, num_updates: int) -> dict[str, np.ndarray]:
-    """A resumed batch's ``[R, U]`` metrics from its ``metrics.jsonl``.
-
-    ``train_runs`` names runs by seed, so a batch that holds several configurations has
-    runs of the same name, which its resumed history cannot tell apart; the rows of one
-    update are written in run order, so the k-th row of an update is run k.
-    """
-    import json
-
-    path = run_dir / "metrics.jsonl"
-    out: dict[str, np.ndarray] = {}
-    seen = np.zeros(num_updates, int)
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        u = int(row["update"]) - 1
-        if not 0 <= u < num_updates or seen[u] >= num_runs:
-            raise RuntimeError(f"{path}: unexpected row for update {u + 1}")
-        for k in _RESULT_METRICS:
-            if k in row:
-                arr = out.setdefault(k, np.full((num_runs, num_updates), np.nan, np.float32))
-                arr[seen[u], u] = np.nan if row[k] is None else float(row[k])
-        seen[u] += 1
-    if not (seen == num_runs).all():
-        raise RuntimeError(f"{path}: holds {int(seen.min())} of {num_runs} runs' rows for "
-                           "some update; cannot rebuild the batch's results")
-    return out
 
 
 def _assemble(plan: SweepPlan, records: list[BatchRecord], totals: _Totals, traces: int,

@@ -262,3 +262,35 @@ def _as_toml(d: dict[str, Any]) -> dict[str, Any]:
 
 def _show(v: Any) -> str:
     return "none" if v is None else repr(v)
+
+
+# The per-update metrics a sweep's results are computed from.
+_RESULT_METRICS = ("episode_count", "episode_return_sum", "loss", "nonfinite")
+
+
+def read_batch_metrics(run_dir: Path, num_runs: int, num_updates: int) -> dict[str, np.ndarray]:
+    """A resumed batch's ``[R, U]`` metrics from its ``metrics.jsonl``.
+
+    ``train_runs`` names runs by seed, so a batch that holds several configurations has
+    runs of the same name, which its resumed history cannot tell apart; the rows of one
+    update are written in run order, so the k-th row of an update is run k.
+    """
+    path = run_dir / "metrics.jsonl"
+    out: dict[str, np.ndarray] = {}
+    seen = np.zeros(num_updates, int)
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        u = int(row["update"]) - 1
+        if not 0 <= u < num_updates or seen[u] >= num_runs:
+            raise RuntimeError(f"{path}: unexpected row for update {u + 1}")
+        for k in _RESULT_METRICS:
+            if k in row:
+                arr = out.setdefault(k, np.full((num_runs, num_updates), np.nan, np.float32))
+                arr[seen[u], u] = np.nan if row[k] is None else float(row[k])
+        seen[u] += 1
+    if not (seen == num_runs).all():
+        raise RuntimeError(f"{path}: holds {int(seen.min())} of {num_runs} runs' rows for "
+                           "some update; cannot rebuild the batch's results")
+    return out
