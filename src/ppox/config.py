@@ -44,7 +44,7 @@ Activation = Literal["tanh", "relu", "elu", "silu", "gelu"]
 PolicyKind = Literal["auto", "categorical", "gaussian", "tanh_gaussian"]
 Backend = Literal["spring", "positional", "generalized", "mjx"]
 GradClip = Literal["global", "per_network"]
-AlgoName = Literal["ppo"]  # one module each in ppox.algo
+AlgoName = Literal["ppo", "ppo_kl", "trpo"]  # one module each in ppox.algo
 
 META_KEY = "ppox"  # where a field's FieldSpec lives in its dataclasses metadata
 
@@ -184,7 +184,13 @@ class PPOConfig:
         "on its own, as with separate actor and critic optimizers (Stoix). Under network "
         "splitting per_network needs no collective per SGD step"))
     algo: AlgoName = option("ppo", what="an algorithm", help=(
-        "the update: ppo (clipped surrogate); each is a module of ppox.algo"))
+        "the update: ppo (clipped surrogate), ppo_kl (adaptive KL penalty), trpo (natural "
+        "gradient with a KL line search); each is a module of ppox.algo"))
+    target_kl: float | None = option(None, lo=0.0, lo_open=True, help=(
+        "ppo: skip an update's remaining epochs once an epoch's mean approximate KL exceeds "
+        "this (off when not given)"))
+    cg_iters: int = option(10, positive=True, help="trpo: conjugate-gradient iterations")
+    max_backtracks: int = option(10, positive=True, help="trpo: line-search steps at most")
 
     @property
     def batch_size(self) -> int:
@@ -262,6 +268,16 @@ class HParams:
         why="the gradient-norm bound must be > 0")
     init_log_std: Any = hparam(0.0, lo=-20.0, hi=5.0, help="initial log std of Gaussian "
                                "policies", why="the initial log std must lie in [-20, 5]")
+    kl_coef: Any = hparam(1.0, lo=0.0, lo_open=True, help="ppo_kl: initial KL penalty "
+                          "coefficient beta (then halved or doubled after each update)")
+    kl_penalty_target: Any = hparam(0.01, lo=0.0, lo_open=True, help="ppo_kl: the mean KL "
+                                    "d_targ that beta adapts towards")
+    trpo_max_kl: Any = hparam(0.01, lo=0.0, lo_open=True, help="trpo: KL limit delta of "
+                              "one policy step")
+    cg_damping: Any = hparam(0.1, lo=0.0, help="trpo: damping added to the Fisher-vector "
+                             "products")
+    backtrack_coef: Any = hparam(0.8, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+                                 help="trpo: line-search step shrink factor")
 
     def as_arrays(self) -> HParams:
         """Every leaf as a float32 array (so a Python float and an array trace the same)."""

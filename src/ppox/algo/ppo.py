@@ -44,6 +44,9 @@ class Batch:
 
     Attributes:
         obs, action: as in the rollout; log_prob, value, advantages, returns: float32.
+        behaviour: the behaviour policy's distribution at each row (or step), for losses
+            that need more of it than the log-prob of the taken action (the KL penalty);
+            None otherwise.
     """
 
     obs: jax.Array
@@ -54,6 +57,7 @@ class Batch:
     returns: jax.Array
     reset: jax.Array | None = None
     carry: Any = None
+    behaviour: Any = None
 
 
 def make_batch(rollout: Rollout, advantages: jax.Array, returns: jax.Array) -> Batch:
@@ -130,19 +134,35 @@ def sgd_order(ctx: UpdateContext, batch: Batch, key: jax.Array) -> jax.Array:
     return permutations(key, ctx.cfg.update_epochs, n)
 
 
+def whole_batch(ctx: UpdateContext, batch: Batch) -> Batch:
+    """The batch as the diagnostics see it: advantages normalized over all of it (if
+    ``normalize_advantages``)."""
+    if ctx.cfg.normalize_advantages:
+        return batch.replace(advantages=normalize_advantages(batch.advantages))
+    return batch
+
+
+def diagnostic_key(ctx: UpdateContext, key: jax.Array) -> jax.Array | None:
+    """The entropy estimate's key for a tanh-Gaussian policy (None otherwise)."""
+    return key if ctx.policy.kind == "tanh_gaussian" else None
+
+
+def update_metrics(ctx: UpdateContext, batch: Batch, old: Params, new: Params,
+                   returns: jax.Array) -> Metrics:
+    """What every algorithm reports besides its loss: ``update_norm`` (``||new - old||``),
+    the critic's ``explained_variance`` (of the values the rollout stored) and the
+    ``learning_rate`` of this update."""
+    return {"update_norm": jnp.linalg.norm(flat_params(new)[0] - flat_params(old)[0]),
+            "explained_variance": explained_variance(batch.value.reshape(returns.shape),
+                                                     returns),
+            "learning_rate": learning_rate(ctx.cfg, ctx.hp, ctx.update_idx)}
+
+
 def diagnostics(ctx: UpdateContext, batch: Batch, old: Params, new: Params, key: jax.Array,
                 returns: jax.Array) -> Metrics:
     """The update's metrics on the whole batch with the new parameters."""
-    diag_batch = batch
-    if ctx.cfg.normalize_advantages:
-        diag_batch = batch.replace(advantages=normalize_advantages(batch.advantages))
-    _, metrics = ppo_loss(ctx, new, diag_batch,
-                          key if ctx.policy.kind == "tanh_gaussian" else None)
-    metrics["update_norm"] = jnp.linalg.norm(flat_params(new)[0] - flat_params(old)[0])
-    metrics["explained_variance"] = explained_variance(
-        batch.value.reshape(returns.shape), returns)
-    metrics["learning_rate"] = learning_rate(ctx.cfg, ctx.hp, ctx.update_idx)
-    return metrics
+    _, metrics = ppo_loss(ctx, new, whole_batch(ctx, batch), diagnostic_key(ctx, key))
+    return {**metrics, **update_metrics(ctx, batch, old, new, returns)}
 
 
 def check_sequences(setup: AlgoSetup) -> None:
@@ -161,6 +181,12 @@ class PPO:
 
     def check(self, setup: AlgoSetup) -> None:
         check_sequences(setup)  # otherwise it runs with every policy, torso and layout
+        # but the KL stop reads the loss's approx_kl, which under network splitting only the
+        # actor's device computes
+        if setup.cfg.target_kl is not None and setup.layout.split_axis is not None:
+            raise refuse(f"target_kl={setup.cfg.target_kl:g} with split_networks",
+                         "the early stop needs the whole loss on one device; drop "
+                         "--target-kl or --split-networks")
 
     def init(self, setup: AlgoSetup, params: Params, hp: Any) -> Any:
         return SGD(setup).init(params, hp)
@@ -170,11 +196,18 @@ class PPO:
         advantages, returns = gae_of(ctx, rollout)
         batch = make_batch(rollout, advantages, returns)
         key_perm, key_ent, key_diag = jax.random.split(key, 3)
-        new, opt_state = SGD(ctx.setup).run(
-            ctx.hp, objective(ctx), batch, rollout.carry, params, algo_state,
-            sgd_order(ctx, batch, key_perm), entropy_keys(ctx, key_ent))
-        return new, opt_state, diagnostics(ctx, batch.replace(carry=rollout.carry), params,
-                                           new, key_diag, returns)
+        args = (ctx.hp, objective(ctx), batch, rollout.carry, params, algo_state,
+                sgd_order(ctx, batch, key_perm), entropy_keys(ctx, key_ent))
+        if ctx.cfg.target_kl is None:
+            new, opt_state = SGD(ctx.setup).run(*args)
+            epochs = jnp.float32(ctx.cfg.update_epochs)
+        else:
+            new, opt_state, ran = SGD(ctx.setup).run_until_kl(*args,
+                                                              stop_kl=ctx.cfg.target_kl)
+            epochs = ran.astype(jnp.float32)
+        metrics = diagnostics(ctx, batch.replace(carry=rollout.carry), params, new, key_diag,
+                              returns)
+        return new, opt_state, {**metrics, "epochs_run": epochs}
 
 
 ALGORITHM = PPO()

@@ -47,6 +47,16 @@ class OptState:
     opt_state: Any
 
 
+@struct.dataclass
+class EarlyStop:
+    """The epoch scan's carry under a KL stop: the optimizer state, whether an epoch's KL
+    has exceeded the bound, and how many epochs ran."""
+
+    opt: OptState
+    stopped: jax.Array
+    epochs: jax.Array
+
+
 @dataclass(frozen=True, eq=False)
 class Objective:
     """A loss to minimize by SGD. ``loss(params, mb, key) -> (total, aux)`` on one minibatch;
@@ -158,14 +168,41 @@ class SGD:
         with their start ``carry [B, ...]``; ``perms [epochs, N or B]``; ``keys``: one PRNG
         key per SGD step ``[epochs, M]`` for losses that need one, else None.
         """
+        params, opt_state, _ = self._run(hp, objective, batch, carry, params, opt_state, perms,
+                                         keys, stop_kl=None)
+        return params, opt_state
+
+    def run_until_kl(self, hp: HParams, objective: Objective, batch: Any, carry: Any,
+                     params: Params, opt_state: Any, perms: jax.Array, keys: jax.Array | None,
+                     stop_kl: Any) -> tuple[Params, Any, jax.Array]:
+        """``run`` that skips the remaining epochs once an epoch's mean approximate KL
+        (``aux["approx_kl"]`` of ``objective.loss``, measured at each SGD step before its
+        gradient step, averaged over the epoch's minibatches and the data-parallel devices)
+        exceeds ``stop_kl``. Also returns ``[] int32`` how many epochs ran. The skip is a
+        ``lax.cond`` in the epoch scan: no host round trip (under ``vmap`` both branches
+        run and the result is selected, so the epochs are skipped in effect, not in time).
+        """
+        return self._run(hp, objective, batch, carry, params, opt_state, perms, keys, stop_kl)
+
+    def _run(self, hp: HParams, objective: Objective, batch: Any, carry: Any, params: Params,
+             opt_state: Any, perms: jax.Array, keys: jax.Array | None,
+             stop_kl: Any) -> tuple[Params, Any, jax.Array]:
         split = self.split(params)
         flat, unravel = flat_params(params)
         loop = _Loop(self.setup, hp, objective, self.optimizer(hp, params), split,
                      template=_template(batch, carry is not None), unravel=unravel)
         opt = OptState(flat if split is None else split.own(params), opt_state)
-        new, _ = lax.scan(lambda o, xs: loop.epoch(batch, carry, o, xs), opt, (perms, keys))
+        if stop_kl is None:
+            new, _ = lax.scan(lambda o, xs: loop.epoch(batch, carry, o, xs), opt, (perms, keys))
+            epochs = jnp.int32(perms.shape[0])
+        else:
+            start = EarlyStop(opt=opt, stopped=jnp.bool_(False), epochs=jnp.int32(0))
+            end, _ = lax.scan(lambda s, xs: loop.epoch_unless_stopped(batch, carry, s, xs,
+                                                                      stop_kl),
+                              start, (perms, keys))
+            new, epochs = end.opt, end.epochs
         new_params = unravel(new.params) if split is None else split.join(new.params)
-        return new_params, new.opt_state
+        return new_params, new.opt_state, epochs
 
 
 def _template(batch: Any, sequences: bool) -> Any:
@@ -209,6 +246,37 @@ class _Loop:
         packed, carries = minibatches(self.setup.cfg, batch, carry, perm)
         opt, _ = lax.scan(self.step, opt, (packed, carries, keys))
         return opt, None
+
+    def step_with_kl(self, opt: OptState,
+                     xs: tuple[Any, Any, jax.Array | None]) -> tuple[OptState, jax.Array]:
+        """``step`` that also returns the minibatch's ``approx_kl`` before the step."""
+        packed, carry, key = xs
+        seq = carry is not None
+        mb = unpack(packed, self.template, batch_ndim=2 if seq else 1)
+        if seq:
+            mb = mb.replace(carry=carry)
+        loss = lambda f: self.objective.loss(self.unravel(f), mb, key)
+        grads, aux = jax.grad(loss, has_aux=True)(opt.params)
+        grads = self.setup.layout.pmean(grads)
+        updates, opt_state = self.tx.update(grads, opt.opt_state, opt.params)
+        return OptState(optax.apply_updates(opt.params, updates), opt_state), aux["approx_kl"]
+
+    def epoch_unless_stopped(self, batch: Any, carry: Any, state: EarlyStop,
+                             xs: tuple[jax.Array, jax.Array | None],
+                             stop_kl: Any) -> tuple[EarlyStop, None]:
+        """One epoch unless an earlier one's mean KL exceeded ``stop_kl``."""
+        perm, keys = xs
+
+        def run(opt: OptState) -> tuple[OptState, jax.Array]:
+            packed, carries = minibatches(self.setup.cfg, batch, carry, perm)
+            opt, kls = lax.scan(self.step_with_kl, opt, (packed, carries, keys))
+            return opt, self.setup.layout.pmean(jnp.mean(kls))
+
+        skip = lambda opt: (opt, jnp.float32(0.0))
+        opt, kl = lax.cond(state.stopped, skip, run, state.opt)
+        ran = ~state.stopped
+        return EarlyStop(opt=opt, stopped=state.stopped | (kl > stop_kl),
+                         epochs=state.epochs + ran.astype(jnp.int32)), None
 
 
 def permutations(key: jax.Array, epochs: int, num_rows: int) -> jax.Array:
@@ -255,6 +323,6 @@ def step_keys(key: jax.Array, cfg: PPOConfig) -> jax.Array:
         cfg.update_epochs, cfg.num_minibatches, *key.shape)
 
 
-__all__ = ["SGD", "Objective", "OptState", "UpdateContext", "critic_mask", "flat_params",
-           "flatten_time", "learning_rate", "make_optimizer", "minibatches", "permutations",
-           "step_keys"]
+__all__ = ["SGD", "EarlyStop", "Objective", "OptState", "UpdateContext", "critic_mask",
+           "flat_params", "flatten_time", "learning_rate", "make_optimizer", "minibatches",
+           "permutations", "step_keys"]
