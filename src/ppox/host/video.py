@@ -142,9 +142,8 @@ def record_video(run_dir: str | Path, path: str | Path, seed: int = 0, run_index
     path = Path(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"--video {path}: the file must end in .gif or .mp4")
+    prefer_offscreen_gl()  # before brax imports mujoco (loading a brax policy does)
     pol = load_policy(run_dir, run_index)
-    if pol.cfg.is_brax:
-        prefer_offscreen_gl()
     evaluate = jax.jit(make_evaluate(pol.cfg, 1, deterministic=True, keep_states=True))
     returns, lengths, states = evaluate(jax.random.PRNGKey(seed), pol.params, pol.obs_stats)
     length = int(lengths[0])
@@ -164,7 +163,9 @@ def record_video(run_dir: str | Path, path: str | Path, seed: int = 0, run_index
             atomic_write_text(html, render_html(env, states, length))
             return VideoOutput(html, 0, "brax's HTML viewer", **out,
                                note=f"MuJoCo cannot render offscreen here "
-                                    f"({type(err).__name__}: {err}); wrote the HTML viewer")
+                                    f"({type(err).__name__}: {err}; with MUJOCO_GL="
+                                    f"{os.environ.get('MUJOCO_GL', '')!r}, read when mujoco "
+                                    "was first imported); wrote the HTML viewer instead")
         fps = fps or 1.0 / float(env.env.dt)
         renderer = f"brax's MuJoCo renderer (MUJOCO_GL={os.environ.get('MUJOCO_GL', '')})"
     else:
