@@ -200,7 +200,8 @@ SPLIT_NETWORKS_SCRIPT = textwrap.dedent("""
     with tempfile.TemporaryDirectory() as tmp:
         kw = dict(split_networks=True, run_dir=tmp, progress_chunks=5)
         whole = train_runs(cfg, [HParams()], [0], **kw)
-        train_runs(cfg, [HParams()], [0], checkpoint_every=1, stop_after_chunks=2, **kw)
+        train_runs(cfg, [HParams()], [0], checkpoint_every=1, stop_after_chunks=2,
+                   overwrite=True, **kw)  # the same run dir again, from update 0
         resumed = train_runs(cfg, [HParams()], [0], resume=True, **kw)
     out["resume_max_diff"] = max(
         float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))

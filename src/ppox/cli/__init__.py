@@ -3,8 +3,10 @@
 Settings resolve in this order, later wins: built-in defaults, the per-environment table
 (``ppox.defaults``), ``--config file.toml``, then explicit flags. Every ``PPOConfig`` and
 ``HParams`` field is a flag. Bad input exits with status 2 and one ``error:`` line, before
-anything is compiled. One module per command: ``args`` (the shared train-style flags),
-``train`` (train, eval, envs), ``sweep``, ``bench``.
+anything is compiled. A run that diverges (a non-finite update) exits with 3, a failed write
+or an unusable checkpoint with 1, an interrupt (SIGINT/SIGTERM) with 130; each says so in
+one ``error:``/``interrupted`` line. One module per command: ``args`` (the shared
+train-style flags), ``train`` (train, eval, envs), ``sweep``, ``bench``.
 """
 
 from __future__ import annotations
@@ -66,7 +68,28 @@ def _usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from ppox.host.interrupts import install_cli_handlers
+
+    restore_signals = install_cli_handlers()  # first: a Ctrl-C from here on is never lost
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        restore_signals()
+
+
+def _quiet_library_logs() -> None:
+    """orbax logs a failed write's traceback through absl, several times over; its cause
+    reaches the user as one ``error:`` line instead."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+
+
+def _main(argv: list[str]) -> int:
+    from ppox.host.checkpoint import CheckpointError, StorageError
+    from ppox.host.run import EXIT_DIVERGED, RunDiverged
+
+    _quiet_library_logs()
     use_every_cpu_core()
     use_unrolled_threefry_on_cpu()
     if not argv or argv[0] not in COMMANDS:
@@ -84,6 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (StorageError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # an I/O failure outside a checkpoint write (metrics, summary)
+        print(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -13,19 +14,49 @@ from ppox.cli.args import _default_run_dir, resolve_train_args
 from ppox.config import ConfigError
 
 
+def _train_fields() -> list[tuple]:
+    """``ppox train``'s own flags beside the train-style ones."""
+    A, arg = Annotated, tyro.conf.arg
+    return [
+        ("overwrite", A[bool, arg(help="replace the run already in --run-dir (clears it) "
+                                       "instead of refusing to touch it")],
+         dataclasses.field(default=False)),
+        ("checkpoint_every_s", A[float, arg(help="also save the full state when this many "
+                                                 "seconds passed since the last save (0: "
+                                                 "off); an interrupt always saves")],
+         dataclasses.field(default=0.0)),
+    ]
+
+
+def _resume_flags(args: object) -> str:
+    """The flags that change how a run is cut into chunks and saved (not in config.toml):
+    a resume with the same ones continues bit for bit."""
+    out = ""
+    if args.progress_chunks != 20:
+        out += f" --progress-chunks {args.progress_chunks}"
+    if args.checkpoint_every:
+        out += f" --checkpoint-every {args.checkpoint_every}"
+    if args.checkpoint_every_s:
+        out += f" --checkpoint-every-s {args.checkpoint_every_s:g}"
+    return out + (" --quiet" if args.quiet else "")
+
+
 def cmd_train(argv: Sequence[str]) -> int:
-    args, cfg, hp = resolve_train_args(argv)
+    args, cfg, hp = resolve_train_args(argv, extra_fields=_train_fields())
     from ppox._platform import apply_env_cpu_xla_flags
     from ppox.trainer import build
 
     apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
 
     build(cfg)  # env + policy checks (e.g. a discrete-only option on a continuous env)
+    from ppox.host import interrupts
+    from ppox.host.interrupts import EXIT_INTERRUPTED, RunInterrupted
     from ppox.host.run import print_reporter, summary_lines, train_runs
+    from ppox.host.rundir import resume_command
 
-    run_dir = args.run_dir or _default_run_dir(cfg.env_id)
     if args.resume and args.run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
+    run_dir = args.run_dir or _default_run_dir(cfg.env_id)
     seeds = [args.seed + i for i in range(args.num_seeds)]
     if args.data_parallel and args.split_networks:
         raise ConfigError("--data-parallel and --split-networks are two ways to spread one "
@@ -35,14 +66,36 @@ def cmd_train(argv: Sequence[str]) -> int:
                         ("--split-networks", args.split_networks)):
         if given and args.num_seeds != 1:
             raise ConfigError(f"{flag} spreads one run across devices; use --num-seeds 1")
-    print(f"training {cfg.env_id}: {args.num_seeds} seed(s), {cfg.num_updates} updates of "
-          f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {run_dir}", flush=True)
-    result = train_runs(cfg, [hp] * len(seeds), seeds, run_dir=run_dir,
-                        progress_chunks=args.progress_chunks,
-                        checkpoint_every=args.checkpoint_every, resume=args.resume,
-                        reporter=None if args.quiet else print_reporter(),
-                        data_parallel=args.data_parallel,
-                        split_networks=args.split_networks)
+
+    def announce(info: dict) -> None:  # the run dir's rules hold; nothing compiled yet
+        if info["complete"]:
+            print(f"{run_dir}: the run is complete ({cfg.num_updates} updates); nothing to "
+                  "train", flush=True)
+            return
+        start = (f", resuming at update {info['resume_update']}"
+                 if info["resume_update"] is not None else "")
+        print(f"training {cfg.env_id}: {args.num_seeds} seed(s), {cfg.num_updates} updates of "
+              f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {run_dir}{start}", flush=True)
+
+    interrupts.set_phase("startup", (
+        f"{run_dir} is unchanged; resume with `{resume_command(run_dir, _resume_flags(args))}`"
+        if args.resume else "nothing was saved"))
+    try:
+        result = train_runs(cfg, [hp] * len(seeds), seeds, run_dir=run_dir,
+                            progress_chunks=args.progress_chunks,
+                            checkpoint_every=args.checkpoint_every, resume=args.resume,
+                            reporter=None if args.quiet else print_reporter(),
+                            data_parallel=args.data_parallel,
+                            split_networks=args.split_networks, overwrite=args.overwrite,
+                            checkpoint_every_s=args.checkpoint_every_s, on_start=announce)
+    except RunInterrupted as stop:
+        import signal
+
+        again = (f"; resume with: {resume_command(run_dir, _resume_flags(args))}"
+                 if stop.checkpoint_step is not None else "")
+        print(f"interrupted ({signal.Signals(stop.signum).name}): {stop.saved}{again}",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     for line in summary_lines(result):
         print(line, flush=True)
     return 0
