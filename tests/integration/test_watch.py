@@ -68,7 +68,7 @@ def test_load_policy_reproduces_ppox_eval(cartpole_runs, which):
 def test_plot_writes_a_png_from_two_runs(cartpole_runs, tmp_path):
     import imageio.v3 as iio
 
-    from ppox.cli.plot import cmd_plot, run_curve
+    from ppox.cli.plot import cmd_plot, run_curve, spread_over_chunks
     from ppox.host.metrics import load_metrics
 
     a, b = cartpole_runs
@@ -84,6 +84,9 @@ def test_plot_writes_a_png_from_two_runs(cartpole_runs, tmp_path):
     np.testing.assert_array_equal(xs, 256 * np.arange(1, 9))
     finite = np.isfinite(cols["episode_return"])
     np.testing.assert_array_equal(y[finite], cols["episode_return"][finite])
+    # wall_s holds one time per chunk; the plot spreads a chunk's updates evenly
+    np.testing.assert_array_equal(spread_over_chunks(np.array([2.0, 2, 4, 4, 5])),
+                                  [1, 2, 3, 4, 5])
     with pytest.raises(ppox.ConfigError, match=r"has no metric 'nope'; it has: .*loss"):
         cmd_plot([str(a), "--metric", "nope"])
 

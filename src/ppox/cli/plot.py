@@ -35,6 +35,24 @@ class PlotArgs:
     """figure title (default: the env ids)"""
 
 
+def spread_over_chunks(wall: np.ndarray) -> np.ndarray:
+    """Per-update x values from ``wall_s``, which holds one time per chunk (its updates ran
+    as one program): the updates of a chunk are spread evenly between the previous chunk's
+    time and its own. ``[U] -> [U]``, e.g. ``[2, 2, 4, 4] -> [1, 2, 3, 4]``."""
+    out = np.asarray(wall, np.float64).copy()
+    prev, i = 0.0, 0
+    while i < len(out):
+        j = i
+        while j + 1 < len(out) and out[j + 1] == out[i]:
+            j += 1
+        n = j - i + 1
+        if np.isfinite(out[i]):
+            out[i:j + 1] = prev + (out[i] - prev) * np.arange(1, n + 1) / n
+            prev = out[j]
+        i = j + 1
+    return out
+
+
 def run_curve(run_dir: Path, metric: str, x: XAxis) -> tuple[np.ndarray, np.ndarray, int]:
     """``(x [U], y [S, U], seeds)`` of one run dir; ``episode_return`` is carried forward
     over updates in which no episode ended."""
@@ -58,7 +76,7 @@ def run_curve(run_dir: Path, metric: str, x: XAxis) -> tuple[np.ndarray, np.ndar
         if not np.isfinite(cols.get("wall_s", np.array([np.nan]))).any():
             raise ConfigError(f"{path} records no wall-clock time (written by an older "
                               "ppox); use --x env_steps")
-        xs = np.nanmean(cols["wall_s"], axis=0)
+        xs = spread_over_chunks(np.nanmean(cols["wall_s"], axis=0))
     else:
         xs = np.nanmax(cols["env_steps"], axis=0)
     keep = np.isfinite(xs)
