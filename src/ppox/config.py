@@ -33,6 +33,7 @@ import functools
 import math
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,6 +65,8 @@ class FieldSpec:
         positive: an integer count >= 1.
         brax_only: only brax envs read it; any other env refuses a value other than the
             default.
+        algos: only these algorithms (``PPOConfig.algo``) read it (empty: every one);
+            another algorithm refuses a value other than the default.
         what: what a valid value is, for a Literal's message (e.g. ``"a clip scope"``).
         why: the reason given when a number is out of bounds (default: the bounds).
         example: a good value for messages where the default is None.
@@ -76,6 +79,7 @@ class FieldSpec:
     hi_open: bool = False
     positive: bool = False
     brax_only: bool = False
+    algos: tuple[str, ...] = ()
     what: str | None = None
     why: str | None = None
     example: Any = None
@@ -102,20 +106,22 @@ class FieldSpec:
 
 
 def option(default: Any, *, help: str, positive: bool = False, brax_only: bool = False,
-           lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False,
-           hi_open: bool = False, what: str | None = None, why: str | None = None,
-           example: Any = None) -> Any:
+           algos: tuple[str, ...] = (), lo: float = -math.inf, hi: float = math.inf,
+           lo_open: bool = False, hi_open: bool = False, what: str | None = None,
+           why: str | None = None, example: Any = None) -> Any:
     """A ``PPOConfig`` field: its default, help text and allowed values (see ``FieldSpec``)."""
     spec = FieldSpec(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open,
-                     positive=positive, brax_only=brax_only, what=what, why=why,
-                     example=example)
+                     positive=positive, brax_only=brax_only, algos=tuple(algos), what=what,
+                     why=why, example=example)
     return dataclasses.field(default=default, metadata={META_KEY: spec})
 
 
 def hparam(default: float, *, help: str, lo: float = -math.inf, hi: float = math.inf,
-           lo_open: bool = False, hi_open: bool = False, why: str | None = None) -> Any:
+           lo_open: bool = False, hi_open: bool = False, why: str | None = None,
+           algos: tuple[str, ...] = ()) -> Any:
     """An ``HParams`` field (a pytree leaf, traced): its default, help text and bounds."""
-    spec = FieldSpec(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, why=why)
+    spec = FieldSpec(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, why=why,
+                     algos=tuple(algos))
     return struct.field(pytree_node=True, default=default, metadata={META_KEY: spec})
 
 
@@ -212,12 +218,9 @@ class PPOConfig:
 
     def validate(self) -> None:
         """Checks that need no environment; raises ``ConfigError`` with one line."""
-        defaults = PPOConfig()
-        for name, spec in field_specs(PPOConfig).items():
-            value = getattr(self, name)
-            check_value(PPOConfig, name, value, style="flag")
-            if spec.brax_only and not self.is_brax and value != getattr(defaults, name):
-                raise ConfigError(not_applicable(name, value, self.env_id))
+        for name in field_specs(PPOConfig):
+            check_value(PPOConfig, name, getattr(self, name), style="flag")
+        check_applicable(self)
         if self.batch_size % self.num_minibatches != 0:
             raise ConfigError(
                 f"num_minibatches={self.num_minibatches} does not divide the batch "
@@ -460,9 +463,48 @@ def coerce_value(cls: type, name: str, value: Any, style: Style = "toml") -> Any
     return value
 
 
-def not_applicable(name: str, value: Any, env_id: str) -> str:
-    """The message for a brax-only option given to another env."""
-    return (f"{name}={value!r} applies to brax envs only and {env_id} is not one; drop "
+def check_applicable(cfg: PPOConfig, hp: HParams | None = None,
+                     given: Collection[str] = ()) -> None:
+    """Refuses a setting this run would not read: a brax-only option on another env, an
+    algorithm's own option or hyperparameter under another ``algo``. A value other than the
+    default is refused, and so is every name in ``given`` (flags typed on the command line)
+    even at its default."""
+    for cls, obj in ((PPOConfig, cfg), (HParams, hp)):
+        if obj is None:
+            continue
+        defaults = cls()
+        for name, spec in field_specs(cls).items():
+            value, default = getattr(obj, name), getattr(defaults, name)
+            if name not in given and not _differs(value, default):
+                continue
+            if spec.brax_only and not cfg.is_brax:
+                raise ConfigError(not_applicable(name, _shown(value, default), cfg.env_id))
+            if spec.algos and cfg.algo not in spec.algos:
+                algos = " and ".join(spec.algos)
+                raise ConfigError(
+                    f"{name}={_shown(value, default)} is read by algo {algos} only "
+                    f"and this run's algo is {cfg.algo!r}; drop --{_flag(name)} (or {name} "
+                    f"from the config file), or pass --algo {spec.algos[0]}")
+
+
+def _differs(value: Any, default: Any) -> bool:
+    if hasattr(value, "shape"):  # a sweep's array of values
+        return bool(np.any(np.asarray(value) != default))
+    return value != default
+
+
+def _shown(value: Any, default: Any = None) -> str:
+    """``value`` for a message; of a sweep's array, the first element other than ``default``."""
+    if not hasattr(value, "shape"):
+        return repr(value)
+    flat = np.ravel(np.asarray(value))
+    differing = flat[flat != default] if default is not None else flat
+    return f"{float((differing if differing.size else flat)[0]):g}"
+
+
+def not_applicable(name: str, shown: str, env_id: str) -> str:
+    """The message for a brax-only option (its value as ``shown``) given to another env."""
+    return (f"{name}={shown} applies to brax envs only and {env_id} is not one; drop "
             f"--{_flag(name)} (or {name} from the config file)")
 
 
@@ -515,6 +557,7 @@ __all__ = [
     "HParams",
     "PPOConfig",
     "PolicyKind",
+    "check_applicable",
     "check_field",
     "check_value",
     "coerce_value",

@@ -38,7 +38,7 @@ CASES: list[tuple[list[str], str | re.Pattern]] = [
     # environments and policies
     (["train", "--env", "CartPol-v1"], re.compile(
         r"unknown environment 'CartPol-v1' \(did you mean 'CartPole-v1'\?\); valid ids: "
-        r"CartPole-v1, Pendulum-v1, .*, brax/walker2d")),
+        r"CartPole-v1, Pendulum-v1, .*, brax/walker2d(, .*)?")),
     (["train", "--env", "MNISTBandit-bsuite"], "MNISTBandit-bsuite is not supported: it "
      "downloads MNIST at run time; choose another id (see `ppox envs`)"),
     (["train", "--env", "Pendulum-v1", "--policy", "categorical"],

@@ -244,3 +244,25 @@ def test_resume_compares_none_options(tmp_path):
     on = run_file_dict(PPOConfig().replace(**{name: value}), HParams(), seed=0)
     assert run_file_differences(path, on) == [f"{name}: {value!r} here, None in the run"]
     assert run_file_differences(path, run_file_dict(PPOConfig(), HParams(), seed=0)) == []
+
+
+def test_an_algorithms_own_setting_is_refused_under_another(monkeypatch):
+    # as if obs_clip and gamma were read by trpo only (FieldSpec.algos)
+    import ppox.config as config
+
+    specs = {PPOConfig: dict(field_specs(PPOConfig)), HParams: dict(field_specs(HParams))}
+    specs[PPOConfig]["obs_clip"] = dataclasses.replace(specs[PPOConfig]["obs_clip"],
+                                                       algos=("trpo",))
+    specs[HParams]["gamma"] = dataclasses.replace(specs[HParams]["gamma"], algos=("trpo",))
+    monkeypatch.setattr(config, "field_specs", lambda cls: specs.get(cls) or {})
+    cfg = PPOConfig()
+    config.check_applicable(cfg, HParams())  # defaults: nothing asked for
+    with pytest.raises(ConfigError) as info:
+        cfg.replace(obs_clip=5.0).validate()
+    assert str(info.value) == (
+        f"obs_clip=5.0 is read by algo trpo only and this run's algo is {cfg.algo!r}; drop "
+        "--obs-clip (or obs_clip from the config file), or pass --algo trpo")
+    with pytest.raises(ConfigError, match=r"^gamma=0\.9 is read by algo trpo only"):
+        config.check_applicable(cfg, HParams(gamma=jnp.array([0.99, 0.9])))
+    with pytest.raises(ConfigError, match=r"^gamma=0\.99 is read by algo trpo only"):
+        config.check_applicable(cfg, HParams(), given={"gamma"})

@@ -28,6 +28,7 @@ from ppox.config import (
     FieldSpec,
     HParams,
     PPOConfig,
+    check_applicable,
     check_field,
     config_field_names,
     field_default,
@@ -35,7 +36,6 @@ from ppox.config import (
     field_types,
     hparam_names,
     literal_choices,
-    not_applicable,
     option,
     optional_inner,
 )
@@ -328,14 +328,11 @@ def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
         check_env_id(args.env)
     cfg = PPOConfig(env_id=args.env, **{k: getattr(args, k) for k in config_field_names()
                                         if k != "env_id"})
-    specs = field_specs(PPOConfig)
-    for name in _given_names(argv, flags):
-        if name in specs and specs[name].brax_only and not cfg.is_brax:
-            # refused even when it equals the default: the user asked for something unused
-            raise ConfigError(not_applicable(name, getattr(args, name), cfg.env_id))
     hp = HParams(**{k: getattr(args, k) for k in hparam_names()})
     cfg.validate()
     hp.validate()
+    # a flag this run would not read is refused even at its default: it was asked for
+    check_applicable(cfg, hp, given=_given_names(argv, flags))
     return args, cfg, hp
 
 
