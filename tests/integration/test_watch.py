@@ -26,6 +26,13 @@ def cartpole_runs(tmp_path_factory):
     return root / "a", root / "b"
 
 
+@pytest.fixture(scope="module")
+def recurrent_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "gru"
+    assert main(["train", *TINY, "--recurrent", "--gru-size", "16", "--run-dir", str(run)]) == 0
+    return run
+
+
 def _episodes_with(policy, cfg, episodes: int, seed: int) -> np.ndarray:
     """The returns of ``ppox eval``'s episodes (same keys, same stepping), acting with
     ``policy`` on the host side, one batched call per step."""
@@ -35,11 +42,16 @@ def _episodes_with(policy, cfg, episodes: int, seed: int) -> np.ndarray:
     step = jax.jit(jax.vmap(env.step))
     alive = np.ones(episodes, bool)
     total = np.zeros(episodes, np.float32)
+    carry = None  # a recurrent policy's state: None starts every episode afresh
     for key in jax.random.split(key_steps, env.spec.max_episode_steps):
         if not alive.any():
             break
         _, key_env = jax.random.split(key)
-        state, ts = step(jax.random.split(key_env, episodes), state, policy(obs))
+        if policy.is_recurrent:
+            action, carry = policy(obs, state=carry)
+        else:
+            action = policy(obs)
+        state, ts = step(jax.random.split(key_env, episodes), state, action)
         total += np.where(alive, np.asarray(ts.reward), 0.0)
         alive &= ~np.asarray(ts.done)
         obs = ts.obs
@@ -63,6 +75,19 @@ def test_load_policy_reproduces_ppox_eval(cartpole_runs, which):
     assert sampled.shape == (5,) and set(np.asarray(sampled).tolist()) <= {0, 1}
     with pytest.raises(ValueError, match="does not fit CartPole-v1"):
         policy(jnp.zeros((3,)))
+
+
+def test_recurrent_policy_takes_and_returns_its_state(recurrent_run):
+    policy = ppox.load_policy(recurrent_run)
+    assert policy.is_recurrent and policy.config.recurrent
+    out = evaluate_run(recurrent_run, episodes=4, seed=2)
+    np.testing.assert_allclose(_episodes_with(policy, policy.config, 4, seed=2), out.returns,
+                               rtol=1e-6)
+    obs = jnp.ones((3, 4), jnp.float32)
+    action, state = policy(obs)
+    assert action.shape == (3,)
+    again, _ = policy(obs, state=state)  # the state carries the episode's history
+    assert again.shape == (3,)
 
 
 def test_plot_writes_a_png_from_two_runs(cartpole_runs, tmp_path):
