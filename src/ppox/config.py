@@ -13,17 +13,22 @@ field metadata (a ``FieldSpec``). ``validate``, the config-file reader and every
 command's flags read them from there::
 
     # in PPOConfig: a static option; a Literal type is its closed list of choices
-    torso: Literal["mlp", "cnn"] = option("mlp", help="feature extractor of both networks")
+    norm: Literal["none", "layer"] = option("none", help="normalization in the torso")
     num_envs: int = option(4, help="environments stepped in parallel", positive=True)
-    target_kl: float | None = option(None, help="stop the epochs above this KL", lo=0.0,
-                                     lo_open=True)
+    stop_kl: float | None = option(None, help="stop the epochs above this KL", lo=0.0,
+                                   lo_open=True, example=0.02)
+    frame_skip: int = option(1, positive=True, brax_only=True, help="...")
     # in HParams: a traced float, checked against its bounds on the host
-    kl_coef: Any = hparam(0.2, help="initial KL penalty coefficient", lo=0.0)
+    ent_decay: Any = hparam(1.0, help="entropy coefficient decay per update", lo=0.0, hi=1.0)
+    kl_step: Any = hparam(0.01, help="KL limit of one step", lo=0.0, lo_open=True,
+                          algos=("trpo",))  # read by trpo only: refused under another algo
 
 The type annotation is the input type: ``bool`` (true/false only), ``int``, ``float``, ``str``,
-a ``Literal`` of strings, ``tuple[int, ...]`` (layer widths) or ``X | None``; ``HParams``
-fields are ``Any`` (a Python float, or an array with a batch axis in a sweep) and are read as
-numbers.
+a ``Literal`` of strings, ``tuple[int, ...]`` (layer widths) or ``X | None`` (None is left out
+of run files); ``HParams`` fields are ``Any`` (a Python float, or an array with a batch axis
+in a sweep) and are read as numbers. ``FieldSpec`` lists every key; ``check_applicable``
+refuses a brax-only option on another env and an algorithm's own setting (``algos=``) under
+another algorithm.
 """
 
 from __future__ import annotations
@@ -195,8 +200,10 @@ class PPOConfig:
     target_kl: float | None = option(None, lo=0.0, lo_open=True, help=(
         "ppo: skip an update's remaining epochs once an epoch's mean approximate KL exceeds "
         "this (off when not given)"))
-    cg_iters: int = option(10, positive=True, help="trpo: conjugate-gradient iterations")
-    max_backtracks: int = option(10, positive=True, help="trpo: line-search steps at most")
+    cg_iters: int = option(10, positive=True, algos=("trpo",),
+                           help="trpo: conjugate-gradient iterations")
+    max_backtracks: int = option(10, positive=True, algos=("trpo",),
+                                 help="trpo: line-search steps at most")
 
     @property
     def batch_size(self) -> int:
@@ -271,16 +278,17 @@ class HParams:
         why="the gradient-norm bound must be > 0")
     init_log_std: Any = hparam(0.0, lo=-20.0, hi=5.0, help="initial log std of Gaussian "
                                "policies", why="the initial log std must lie in [-20, 5]")
-    kl_coef: Any = hparam(1.0, lo=0.0, lo_open=True, help="ppo_kl: initial KL penalty "
-                          "coefficient beta (then halved or doubled after each update)")
-    kl_penalty_target: Any = hparam(0.01, lo=0.0, lo_open=True, help="ppo_kl: the mean KL "
-                                    "d_targ that beta adapts towards")
-    trpo_max_kl: Any = hparam(0.01, lo=0.0, lo_open=True, help="trpo: KL limit delta of "
-                              "one policy step")
-    cg_damping: Any = hparam(0.1, lo=0.0, help="trpo: damping added to the Fisher-vector "
-                             "products")
+    kl_coef: Any = hparam(1.0, lo=0.0, lo_open=True, algos=("ppo_kl",), help=(
+        "ppo_kl: initial KL penalty coefficient beta (then halved or doubled after each "
+        "update)"))
+    kl_penalty_target: Any = hparam(0.01, lo=0.0, lo_open=True, algos=("ppo_kl",),
+                                    help="ppo_kl: the mean KL d_targ that beta adapts towards")
+    trpo_max_kl: Any = hparam(0.01, lo=0.0, lo_open=True, algos=("trpo",),
+                              help="trpo: KL limit delta of one policy step")
+    cg_damping: Any = hparam(0.1, lo=0.0, algos=("trpo",),
+                             help="trpo: damping added to the Fisher-vector products")
     backtrack_coef: Any = hparam(0.8, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
-                                 help="trpo: line-search step shrink factor")
+                                 algos=("trpo",), help="trpo: line-search step shrink factor")
 
     def as_arrays(self) -> HParams:
         """Every leaf as a float32 array (so a Python float and an array trace the same)."""

@@ -10,6 +10,7 @@ process prints ``ppox-test-pause: <point> <step>`` and waits there for the signa
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -131,6 +132,23 @@ def test_sigint_between_chunks_and_during_compile_then_resume(reference, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resumed at update 4: 2,048 env steps per run in this run" in proc.stdout
     _assert_same_run(run, reference)
+
+
+def test_sigint_while_importing_is_not_lost(tmp_path):
+    # half a second in, `ppox` is still importing JAX (a Ctrl-C there used to be swallowed
+    # by a garbage-collection callback, and the run trained to the end)
+    p = subprocess.Popen([sys.executable, "-m", "ppox.cli", "train", *TINY, "--run-dir",
+                          str(tmp_path / "r")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=_env())
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert time.monotonic() - t0 < 3.0  # at once, not once the imports are done
+    assert p.returncode == 130, err
+    assert re.fullmatch(r"interrupted \(SIGINT\) (while starting|before training started): "
+                        r"nothing was saved", err.strip().splitlines()[-1]), err
+    assert "training" not in out
 
 
 def test_sigterm_during_a_checkpoint_write_then_resume(reference, tmp_path):
