@@ -1,0 +1,71 @@
+"""ppo_kl and trpo in the one trainer: vmapped seeds equal single runs, a resumed run equals
+an uninterrupted one (beta and the critic's optimizer state are checkpointed), and with
+their defaults both solve CartPole."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppox import HParams, PPOConfig, make_train
+from ppox.defaults import resolve
+from ppox.host.run import train_runs
+
+ALGOS = ("ppo_kl", "trpo")
+SMALL = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 6, update_epochs=2,
+                  num_minibatches=2)
+# a learning rate high enough that ppo_kl's beta moves both ways within a few updates
+HP = HParams(learning_rate=3e-3, kl_penalty_target=0.003)
+
+
+def _close(a, b, rtol=1e-4, atol=1e-5):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_vmap_over_seeds_equals_single_runs(algo):
+    train = make_train(SMALL.replace(algo=algo))
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1, 2)])
+    states, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, HP)
+    single = jax.jit(train)
+    for i in range(3):
+        s_i, m_i = single(keys[i], HP)
+        _close(jax.tree.map(lambda x, i=i: x[i], (states.params, states.algo_state)),
+               (s_i.params, s_i.algo_state))
+        _close({k: v[i] for k, v in metrics.items()}, m_i, rtol=1e-3, atol=1e-4)
+    assert not np.allclose(np.asarray(metrics["loss"][0]), np.asarray(metrics["loss"][1]))
+    if algo == "ppo_kl":  # beta adapted, differently per seed
+        assert len(np.unique(np.asarray(metrics["kl_beta"]))) > 1
+    else:  # the line search accepted steps
+        assert np.asarray(metrics["step_accepted"]).mean() > 0.5
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_resume_equals_uninterrupted(algo, tmp_path):
+    cfg, hp = SMALL.replace(algo=algo), [HP]
+    full = train_runs(cfg, hp, [5], run_dir=tmp_path / "full", chunk_size=2)
+    train_runs(cfg, hp, [5], run_dir=tmp_path / "cut", chunk_size=2, checkpoint_every=1,
+               stop_after_chunks=2)
+    resumed = train_runs(cfg, hp, [5], run_dir=tmp_path / "cut", chunk_size=2,
+                         checkpoint_every=1, resume=True)
+    assert resumed.start_update == 4
+    _close((resumed.state.params, resumed.state.algo_state),
+           (full.state.params, full.state.algo_state), rtol=1e-6, atol=1e-7)
+    names = ["loss", "episode_return_sum", "update_norm"]
+    names += ["kl_beta", "kl"] if algo == "ppo_kl" else ["line_search_step", "kl"]
+    for k in names:
+        np.testing.assert_allclose(resumed.metrics[k], full.metrics[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ALGOS)
+def test_solves_cartpole_with_its_defaults(algo):
+    cfg, hp = resolve("CartPole-v1", algo)
+    assert cfg.algo == algo and cfg.total_timesteps <= 500_000
+    result = train_runs(cfg, [hp], seeds=[0])
+    assert result.final_return[0] >= 475.0, result.final_return
+    first = (result.metrics["episode_return_sum"][:, :5].sum()
+             / result.metrics["episode_count"][:, :5].sum())
+    assert first < 100.0  # it learned: the first updates are far from solved
