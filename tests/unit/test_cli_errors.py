@@ -64,6 +64,14 @@ CASES: list[tuple[list[str], str | re.Pattern]] = [
     (["train", "--env", "brax/inverted_pendulum", "--backend", "warp"],
      "backend='warp' is not a brax physics backend; choose one of 'spring', 'positional', "
      "'generalized', 'mjx'; e.g. --backend spring"),
+    # an algorithm's own settings under another algorithm
+    (["train", "--cg-iters", "20"], "cg_iters=20 is read by algo trpo only and this run's "
+     "algo is 'ppo'; drop --cg-iters (or cg_iters from the config file), or pass --algo trpo"),
+    (["train", "--algo", "trpo", "--kl-coef", "1.0"], "kl_coef=1.0 is read by algo ppo_kl "
+     "only and this run's algo is 'trpo'; drop --kl-coef (or kl_coef from the config file), "
+     "or pass --algo ppo_kl"),
+    (["train", "--algo", "sarsa"], "algo='sarsa' is not an algorithm; choose one of 'ppo', "
+     "'ppo_kl', 'trpo'; e.g. --algo ppo"),
     # counts
     (["train", "--num-envs", "0"],
      "num_envs=0 must be a positive integer; pass --num-envs N with N >= 1"),
