@@ -150,7 +150,9 @@ def test_sigint_between_batches_then_resume(setup):
                          signal.SIGINT)
     assert code == 130, err[-3000:]
     assert "Traceback" not in err
-    assert f"resume with: ppox sweep --out {out} --resume" in err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted (SIGINT): 1 of 3 batches finished and kept in {out} (at batch 2/3); "
+        f"resume with: ppox sweep --out {out} --resume")
     assert sorted(p.name for p in (out / "batches").glob("*.npz")) == ["0-0.npz"]
     assert not (out / "results.csv").exists()
     code, text, err = sweep(["--out", out, "--resume"], cache)  # no other flag needed
@@ -172,7 +174,11 @@ def test_signal_inside_a_batch_then_resume(setup, sig):
         assert code == -signal.SIGKILL
     else:
         assert code == 130, err[-3000:]
-        assert "Traceback" not in err and "resume with: ppox sweep" in err
+        last = err.strip().splitlines()[-1]
+        assert "Traceback" not in err
+        assert last.startswith(f"interrupted ({sig.name}): 1 of 3 batches finished and kept "
+                               f"in {out} (batch 2/3: ")
+        assert last.endswith(f"; resume with: ppox sweep --out {out} --resume")
     assert sorted(p.name for p in (out / "batches").glob("*.npz")) == ["0-0.npz"]
     checkpoints = [p.name for p in (out / "batches" / "0-1" / "checkpoints").iterdir()
                    if p.name.isdigit()]

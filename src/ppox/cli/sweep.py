@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from ppox.cli.args import resolve_train_args
 from ppox.config import ConfigError
-from ppox.sweep import SweepOptions, load_spec, run_sweep
+from ppox.sweep import SweepInterrupted, SweepOptions, load_spec, run_sweep
 from ppox.sweep.store import BASE_FILE, PLAN_FILE, SPEC_FILE, SweepDir
 
 
@@ -86,7 +86,14 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         checkpoint_every=args.checkpoint_every, resume=args.resume,
         overwrite=args.overwrite, top_k=args.top_k, plots=args.plots, out=sys.stdout,
         progress=not args.quiet)
-    run_sweep(spec, cfg, hp, args.out, options)
+    try:
+        run_sweep(spec, cfg, hp, args.out, options)
+    except SweepInterrupted as stop:
+        import signal
+
+        name = f" ({signal.Signals(stop.signum).name})" if stop.signum else ""
+        print(f"interrupted{name}: {stop}", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 

@@ -57,7 +57,7 @@ from ppox.sweep.plan import (
     plan_batches,
 )
 from ppox.sweep.report import SweepResult, rank_configs, seed_stats, write_plots, write_results
-from ppox.sweep.run import CompileCounter, SweepOptions, run_sweep
+from ppox.sweep.run import CompileCounter, SweepInterrupted, SweepOptions, run_sweep
 from ppox.sweep.spec import Distribution, SweepSpec, load_spec, parse_spec
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "CompileCounter",
     "Distribution",
     "SweepConfig",
+    "SweepInterrupted",
     "SweepOptions",
     "SweepPlan",
     "SweepResult",

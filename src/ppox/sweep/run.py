@@ -81,6 +81,16 @@ class SweepOptions:
     progress: bool = True
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep stopped on SIGINT/SIGTERM; the message says what the sweep directory
+    keeps and how to resume (a ``KeyboardInterrupt``, so callers that only know Ctrl-C
+    still stop). ``signum``: the signal, when known."""
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
 class CompileCounter:
     """Counts traces and XLA compiles of the training chunk while active (jax.monitoring).
 
@@ -260,8 +270,8 @@ def _run_batches(plan: SweepPlan, store: SweepDir | None,
             _before_training(store, k, len(batches))
             record = _batch_result(sweep, batch, label)
         except KeyboardInterrupt as err:
-            _say_interrupted(store, batches, label, getattr(err, "saved", ""))
-            raise
+            raise SweepInterrupted(_kept_after_interrupt(store, batches, label, err),
+                                   getattr(err, "signum", None) or _requested_signal()) from err
         sweep.progress.configs_done += _configs_completed(batch.real, len(plan.seeds))
         sweep.totals.compile_s += record.compile_s
         sweep.totals.run_s += record.run_s
@@ -303,27 +313,33 @@ def _before_training(store: SweepDir | None, done: int, total: int) -> None:
     set_phase("startup", kept)
 
 
-def _stop_if_requested() -> None:
-    """A SIGINT/SIGTERM that arrived while no batch was training (``train_runs`` turns one
-    into a stop request, acted on between its chunks) stops the sweep before the next."""
+def _requested_signal() -> int | None:
+    """The signal of a pending stop request (``train_runs`` turns SIGINT/SIGTERM into one,
+    acted on between its chunks), or None."""
     try:
         from ppox.host.interrupts import requested
     except ImportError:  # a Ctrl-C is then a KeyboardInterrupt wherever it lands
-        return
-    if requested() is not None:
+        return None
+    return requested()
+
+
+def _stop_if_requested() -> None:
+    """A stop request that arrived while no batch was training stops the sweep before the
+    next batch."""
+    if _requested_signal() is not None:
         raise KeyboardInterrupt
 
 
-def _say_interrupted(store: SweepDir | None, batches: list[Batch], label: str,
-                     saved: str) -> None:
+def _kept_after_interrupt(store: SweepDir | None, batches: list[Batch], label: str,
+                          err: KeyboardInterrupt) -> str:
     """What an interrupt kept, and the command that continues the sweep."""
-    if store is None:
-        return
-    done = sum(store.is_finished(b) for b in batches)
+    saved = getattr(err, "saved", "")
     running = f"{label}: {saved}" if saved else f"at {label}"
-    print(f"interrupted: {done} of {len(batches)} batches finished and kept in {store.path} "
-          f"({running}); resume with: ppox sweep --out {store.path} --resume",
-          file=sys.stderr, flush=True)
+    if store is None:
+        return f"{running}; nothing is kept (no sweep directory)"
+    done = sum(store.is_finished(b) for b in batches)
+    return (f"{done} of {len(batches)} batches finished and kept in {store.path} "
+            f"({running}); resume with: ppox sweep --out {store.path} --resume")
 
 
 def _train_batch(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
@@ -449,4 +465,4 @@ def _assemble(plan: SweepPlan, records: list[BatchRecord], totals: _Totals, trac
     return result
 
 
-__all__ = ["CompileCounter", "SweepOptions", "run_sweep"]
+__all__ = ["CompileCounter", "SweepInterrupted", "SweepOptions", "run_sweep"]
