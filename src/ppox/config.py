@@ -94,13 +94,14 @@ class FieldSpec:
         if self.positive:
             return ">= 1"
         has_lo, has_hi = self.lo > -math.inf, self.hi < math.inf
+        lo, hi = _number_text(self.lo), _number_text(self.hi)
         if has_lo and has_hi:
-            return (f"in {'(' if self.lo_open else '['}{self.lo:g}, "
-                    f"{self.hi:g}{')' if self.hi_open else ']'}")
+            return (f"in {'(' if self.lo_open else '['}{lo}, "
+                    f"{hi}{')' if self.hi_open else ']'}")
         if has_lo:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+            return f"{'>' if self.lo_open else '>='} {lo}"
         if has_hi:
-            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+            return f"{'<' if self.hi_open else '<='} {hi}"
         return ""
 
     def out_of_bounds(self, arr: np.ndarray) -> np.ndarray:
@@ -108,6 +109,11 @@ class FieldSpec:
         bad_lo = (arr <= self.lo) if self.lo_open else (arr < self.lo)
         bad_hi = (arr >= self.hi) if self.hi_open else (arr > self.hi)
         return bad_lo | bad_hi | ~np.isfinite(arr)
+
+
+def _number_text(x: float) -> str:
+    """A bound as written: whole numbers in full (4294967295), others short (2.5e-04 -> 0.00025)."""
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
 
 
 def option(default: Any, *, help: str, positive: bool = False, brax_only: bool = False,

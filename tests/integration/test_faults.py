@@ -25,7 +25,7 @@ import pytest
 from ppox import HParams, PPOConfig
 from ppox.cli import main
 from ppox.host import checkpoint as ckpt_module
-from ppox.host import run as run_module
+from ppox.host import loop as loop_module
 from ppox.host.checkpoint import MANIFEST, StateCheckpoints, restore_tree
 from ppox.host.evaluation import load_config
 from ppox.host.run import RunDiverged, state_shape, train_runs
@@ -342,12 +342,12 @@ def test_lr_1e10_diverges_too():
 def test_divergence_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
     # a divergence at update 6 (injected into the host's check: the compiled program is the
     # finite one) with a checkpoint after every chunk: 4 and 5 stay, nothing after them
-    real = run_module._first_diverged
+    real = loop_module._first_diverged
 
     def nan_from_6(host, start):  # chunks of one update: update 6 is the chunk at start 5
         return np.full(1, 6) if start == 5 else real(host, start)
 
-    monkeypatch.setattr(run_module, "_first_diverged", nan_from_6)
+    monkeypatch.setattr(loop_module, "_first_diverged", nan_from_6)
     run = tmp_path / "r"
     with pytest.raises(RunDiverged) as err:
         train_runs(PPOConfig(total_timesteps=4096), [HParams()], [0], run_dir=run,
