@@ -18,6 +18,7 @@ import numpy as np
 from ppox.config import hparam_names
 from ppox.sweep.plan import SweepConfig, SweepPlan, fmt_value
 from ppox.sweep.spec import SweepSpec
+from ppox.sweep.store import write_npz
 
 
 @dataclass
@@ -175,9 +176,8 @@ def write_results(result: SweepResult, spec: SweepSpec, base_seed: int, *,
 def _write_curves(result: SweepResult, path: Path) -> None:
     c, s, u = result.curves.shape
     names = list(hparam_names())
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(
-        tmp,
+    write_npz(
+        path, compressed=True,
         returns=result.curves.reshape(c * s, u),
         env_steps=np.repeat(result.env_steps, s, axis=0),
         config=np.repeat(np.arange(c), s),
@@ -189,7 +189,6 @@ def _write_curves(result: SweepResult, path: Path) -> None:
         hparams=np.asarray([[float(getattr(cf.hparams, n)) for n in names]
                             for cf in result.configs]),
     )
-    os.replace(tmp, path)
 
 
 def _summary_json(result: SweepResult) -> dict[str, Any]:

@@ -198,21 +198,11 @@ class SweepDir:
         """Writes the batch's results atomically: after a crash the file is whole or
         absent."""
         path = self._record_path(batch)
-        path.parent.mkdir(parents=True, exist_ok=True)
         scalars = {"wall_s": record.wall_s, "compile_s": record.compile_s,
                    "run_s": record.run_s, "env_steps": int(record.env_steps)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, final_return=record.final_return, auc=record.auc,
-                         curves=record.curves, diverged=record.diverged,
-                         scalars=np.asarray(json.dumps(scalars)))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npz(path, final_return=record.final_return, auc=record.auc,
+                  curves=record.curves, diverged=record.diverged,
+                  scalars=np.asarray(json.dumps(scalars)))
 
     def checkpoint_step(self, batch: Batch) -> int | None:
         """The update of the batch's newest checkpoint, or None when it has none."""
@@ -235,6 +225,22 @@ class SweepDir:
     def restart_batch(self, batch: Batch) -> None:
         """Clears the batch's run directory: it trains again from update 0."""
         shutil.rmtree(self.batch_dir(batch), ignore_errors=True)
+
+
+def write_npz(path: Path, compressed: bool = False, **arrays: np.ndarray) -> None:
+    """``np.savez`` through a temporary file in the same directory and ``os.replace``: after
+    a crash the file is whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], where: str = "",
