@@ -1,19 +1,17 @@
-"""Platform tweaks applied when ppox is imported.
+"""Platform set-up that the command line (and the benchmarks and tests) apply explicitly;
+``import ppox`` changes nothing in JAX.
 
-Threefry on CPU. JAX lowers the threefry2x32 hash (behind every ``jax.random`` call) to a
-*rolled* loop of 5 iterations on CPU, to keep compile times short; on GPU/TPU it emits the
-straight-line (unrolled) form. A PPO rollout on CPU calls threefry several times per env step
-(action sampling, the env's own key splits and auto-reset draws), each call a tiny loop
-whose per-iteration bookkeeping (13 loop-carried buffer copies) costs far more than the hash
-itself. Registering the unrolled lowering for CPU made CartPole at 4 envs 6.1x faster env-only
-(2.48M vs 406k steps/s) and 2.4x faster rollout-only (483k vs 205k) on a 2-core CPU
-(2026-11-23: ``python -m ppox.bench point '{"env_id": "CartPole-v1", "num_envs": 4,
-"parts": ["env", "rollout"], "target_s": 2, "repeats": 3}'`` with and without
-``PPOX_ROLLED_THREEFRY=1``). The
-random bits are bit-for-bit identical -- it is the same function, lowered without the loop.
-
-Set ``PPOX_ROLLED_THREEFRY=1`` to keep JAX's default. If JAX's internals move, this is
-skipped silently and everything still works, only slower on CPU.
+* Threefry on CPU (``use_unrolled_threefry_on_cpu``). JAX lowers the threefry2x32 hash
+  (behind every ``jax.random`` call) to a *rolled* loop on CPU, to keep compile times short;
+  on GPU/TPU it emits the straight-line form. A PPO rollout on CPU calls threefry several
+  times per env step, each call a tiny loop whose per-iteration bookkeeping costs far more
+  than the hash itself, so registering the unrolled lowering for CPU speeds rollouts up
+  several times (README, "Platform set-up", has the measurement). The random bits are
+  identical: it is the same function, lowered without the loop. ``PPOX_ROLLED_THREEFRY=1``
+  keeps JAX's default; if JAX's internals move, this is skipped and only speed is lost.
+* Per-env XLA CPU flags (``apply_env_cpu_xla_flags``), measured per env id.
+* One XLA CPU device per core (``use_every_cpu_core``).
+* JAX's persistent compilation cache (``enable_compile_cache``).
 """
 
 from __future__ import annotations
@@ -40,16 +38,9 @@ def use_unrolled_threefry_on_cpu() -> bool:
     return True
 
 
-# XLA CPU flags that an environment's programs run faster with, measured per env id.
-# brax/halfcheetah (spring backend) with the YNN library fusions and the new fusion emitters
-# off, on a 2-core CPU (2026-11-23): env alone 1.7x (256 envs, random actions: medians
-# 10.6-11.4k vs 5.5-7.1k steps/s over 3 interleaved rounds), the whole trainer 2.0x (256
-# envs: 6,951-7,575 vs 3,560-3,689 steps/s) and compile 42 s vs 61 s
-# (``python -m ppox.bench point '{"env_id": "brax/halfcheetah", "num_envs": 256, "parts":
-# ["trainer"], "target_s": 6, "repeats": 2}'`` with and without these XLA_FLAGS).
-# Measured and left out: CartPole-v1 (4 envs) trains 1.7x SLOWER with them, and
-# brax/inverted_pendulum (256 envs) ~10% slower; brax ant (env alone) 1.4x slower, hopper
-# no change. So they are per env, not global.
+# XLA CPU flags that an environment's programs run faster with, measured per env id (README,
+# "Platform set-up": brax/halfcheetah trains about 2x faster with YNN fusions and the new
+# fusion emitters off; CartPole and inverted_pendulum are slower with them, so per env).
 ENV_CPU_XLA_FLAGS: dict[str, tuple[str, ...]] = {
     "brax/halfcheetah": ("--xla_cpu_experimental_ynn_fusion_type=",
                          "--xla_cpu_use_fusion_emitters=false"),
@@ -107,3 +98,63 @@ def use_every_cpu_core() -> int:
         return 0
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
     return n
+
+
+# The persistent compilation cache (JAX's own): a second run of the same program -- another
+# seed, other hyperparameter values (they are traced), a resume -- loads the executable
+# instead of compiling it.
+COMPILE_CACHE_ENV = "PPOX_COMPILE_CACHE"  # "0": off
+COMPILE_CACHE_DIR_ENV = "PPOX_COMPILE_CACHE_DIR"  # where (default: the user cache dir)
+_CACHE_EVENTS: dict[str, int] = {"requests": 0, "hits": 0}
+_CACHE_LISTENING = False
+
+
+def default_compile_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ppox", "xla")
+
+
+def _count_cache_event(event: str, **_: object) -> None:
+    if event == "/jax/compilation_cache/compile_requests_use_cache":
+        _CACHE_EVENTS["requests"] += 1
+    elif event == "/jax/compilation_cache/cache_hits":
+        _CACHE_EVENTS["hits"] += 1
+
+
+def enable_compile_cache(directory: str | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache in ``directory`` (default:
+    ``$PPOX_COMPILE_CACHE_DIR`` or ``~/.cache/ppox/xla``) for every program, however quick
+    to compile; ``PPOX_COMPILE_CACHE=0`` leaves it off. Returns the directory in use (None:
+    off). ``compile_cache_counts`` then tells how many compiles were served from it."""
+    global _CACHE_LISTENING
+    if os.environ.get(COMPILE_CACHE_ENV, "1").lower() in ("0", "off", "false", "no"):
+        return None
+    import jax
+
+    directory = directory or os.environ.get(COMPILE_CACHE_DIR_ENV) or default_compile_cache_dir()
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if not _CACHE_LISTENING:
+        jax.monitoring.register_event_listener(_count_cache_event)
+        _CACHE_LISTENING = True
+    return directory
+
+
+def compile_cache_counts() -> tuple[int, int]:
+    """``(compiles that looked in the persistent cache, of those served from it)`` so far in
+    this process; a caller takes the difference around a compile."""
+    return _CACHE_EVENTS["requests"], _CACHE_EVENTS["hits"]
+
+
+def compile_cache_note(before: tuple[int, int]) -> str:
+    """``"from the compilation cache"`` / ``"compiled, now cached"`` / ``"compiled"`` for
+    the compiles since ``before`` (a ``compile_cache_counts()``)."""
+    requests, hits = (a - b for a, b in zip(compile_cache_counts(), before, strict=True))
+    if requests == 0:
+        return "compiled"
+    if hits == requests:
+        return "from the compilation cache"
+    if hits:
+        return f"{hits} of {requests} programs from the compilation cache"
+    return "compiled, now cached"
