@@ -98,6 +98,10 @@ CASES: list[tuple[list[str], str | re.Pattern]] = [
     (["train", "--checkpoint-every", "often"],
      "checkpoint_every='often' must be an integer; e.g. --checkpoint-every 0"),
     (["train", "--seed", "zero"], "seed='zero' must be an integer; e.g. --seed 0"),
+    (["train", "--seed", "-1"], "seed=-1 must lie in [0, 4294967295] (a JAX key keeps 32 "
+     "bits of its seed: others repeat these); e.g. --seed 0"),
+    (["train", "--seed", "4294967295", "--num-seeds", "2"], "seeds 4294967295..4294967296 go "
+     "past 4294967295 (a JAX key keeps 32 bits of its seed); lower --seed"),
     # layer widths
     (["train", "--actor-hidden", "big"], "actor_hidden=['big'] must be a non-empty list of "
      "positive layer widths; e.g. --actor-hidden 64 64"),
@@ -196,6 +200,7 @@ FILE_CASES: list[tuple[str, str | re.Pattern]] = [
     ("[config]\nnum_envz = 4\n", re.compile(re.escape(FILE) + r"unknown \[config\] key "
                                            r"'num_envz'; valid keys: env_id, num_envs, .*")),
     ('seed = "zero"\n', FILE + "seed='zero' must be an integer; e.g. seed = 0"),
+    ("seed = -2\n", FILE + "seed=-2 must lie in [0, 4294967295]; e.g. seed = 0"),
     ("num_seeds = 0\n", FILE + "num_seeds=0 must be a positive integer; write num_seeds = N "
      "with N >= 1"),
     ('layout = "sideways"\n', FILE + "layout='sideways' is not one of 'single', "

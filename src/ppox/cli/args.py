@@ -50,7 +50,9 @@ class RunOptions:
 
     env: str = option("CartPole-v1", help="environment id (see `ppox envs`)")
     config: Path | None = option(None, help="TOML config file ([config], [hparams] tables)")
-    seed: int = option(0, help="PRNG seed (runs use seed, seed+1, ...)")
+    seed: int = option(0, lo=0, hi=2**32 - 1, help="PRNG seed (runs use seed, seed+1, ...)",
+                       why="must lie in [0, 4294967295] (a JAX key keeps 32 bits of its seed: "
+                           "others repeat these)")
     num_seeds: int = option(1, positive=True,
                             help="seeds trained together as one vmapped program")
     run_dir: Path | None = option(None, help="output directory (default: runs/<env>-<time>)")
@@ -328,6 +330,9 @@ def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
         check_env_id(args.env)
     cfg = PPOConfig(env_id=args.env, **{k: getattr(args, k) for k in config_field_names()
                                         if k != "env_id"})
+    if args.seed + args.num_seeds > 2**32:
+        raise ConfigError(f"seeds {args.seed}..{args.seed + args.num_seeds - 1} go past "
+                          f"4294967295 (a JAX key keeps 32 bits of its seed); lower --seed")
     hp = HParams(**{k: getattr(args, k) for k in hparam_names()})
     cfg.validate()
     hp.validate()

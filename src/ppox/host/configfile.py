@@ -52,7 +52,8 @@ class RunFile:
     ``option``s: their types and ranges are checked as the file is read."""
 
     env: str | None = option(None, help="environment id", example="CartPole-v1")
-    seed: int | None = option(None, help="the first run's PRNG seed", example=0)
+    seed: int | None = option(None, lo=0, hi=2**32 - 1, help="the first run's PRNG seed",
+                              why="must lie in [0, 4294967295]", example=0)
     num_seeds: int | None = option(None, positive=True, help="runs, seed, seed+1, ...")
     layout: Layout | None = option(None, help="how one run is spread over devices",
                                    example="single")
