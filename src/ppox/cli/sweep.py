@@ -1,4 +1,9 @@
-"""``ppox sweep``: flags on top of the train-style ones, then ``ppox.sweep.run_sweep``."""
+"""``ppox sweep``: flags on top of the train-style ones, then ``ppox.sweep.run_sweep``.
+
+``ppox sweep --out DIR --resume`` reads the settings recorded in DIR (base.toml, spec.toml,
+plan.json) as defaults, so it needs no other flag; a flag given that differs is refused by
+the resume, naming the difference.
+"""
 
 from __future__ import annotations
 
