@@ -239,13 +239,15 @@ class Batch:
 @dataclass(frozen=True)
 class SweepPlan:
     """Everything a sweep trains: the configurations, grouped by static combination, each
-    group split into ``plans[g]`` batches; every configuration runs with ``seeds``."""
+    group split into ``plans[g]`` batches (at most ``max_batch`` runs each; None: as the
+    memory estimate allowed); every configuration runs with ``seeds``."""
 
     spec: SweepSpec
     configs: list[SweepConfig]
     groups: list[Group]
     plans: list[BatchPlan]
     seeds: list[int]
+    max_batch: int | None = None
 
     @property
     def num_batches(self) -> int:

@@ -265,8 +265,7 @@ def _write_heatmaps(result: SweepResult, spec: SweepSpec) -> list[Path]:
     return paths
 
 
-def print_header(out: TextIO | None, plan: SweepPlan, env_id: str,
-                 batch_size: int | None) -> None:
+def print_header(out: TextIO | None, plan: SweepPlan, env_id: str) -> None:
     """What the sweep will train: configurations x seeds, compiles, batches, devices."""
     if out is None:
         return
@@ -292,7 +291,7 @@ def print_header(out: TextIO | None, plan: SweepPlan, env_id: str,
               "program)", file=out)
     first = plan.plans[0]
     devs = jax.local_devices()
-    how = "--batch-size" if batch_size is not None else "memory estimate"
+    how = "--batch-size" if plan.max_batch is not None else "memory estimate"
     print(f"batches: {plan.num_batches} vmapped call(s) of {first.batch_size} "
           f"runs ({how}; {sum(p.padding for p in plan.plans)} padding run(s)), sharded across "
           f"{first.num_devices} {devs[0].platform} device(s)", file=out)

@@ -174,7 +174,7 @@ def run_sweep(spec: SweepSpec, base_cfg: PPOConfig, base_hp: HParams | None = No
     t_start = time.perf_counter()
     store = SweepDir(out_dir) if out_dir is not None else None
     plan, base_seed = _prepare(spec, base_cfg, base_hp or HParams(), opts, store)
-    print_header(opts.out, plan, base_cfg.env_id, opts.batch_size)
+    print_header(opts.out, plan, base_cfg.env_id)
     with CompileCounter().active() as counter:
         records, stats = _run_batches(plan, store, opts)
     result = _assemble(plan, records, stats, counter.traces, time.perf_counter() - t_start)
@@ -221,8 +221,10 @@ def _prepare(spec: SweepSpec, base_cfg: PPOConfig, base_hp: HParams, opts: Sweep
             store.check_resume(stored, record)
         else:
             store.create(record, opts.overwrite)
-    return SweepPlan(spec=spec, configs=configs, groups=groups, plans=plans,
-                     seeds=seeds), base_seed
+    max_batch = opts.batch_size if stored is None else (
+        opts.batch_size or stored.plan.get("batch_size"))
+    return SweepPlan(spec=spec, configs=configs, groups=groups, plans=plans, seeds=seeds,
+                     max_batch=max_batch), base_seed
 
 
 def _same_shape(stored: SweepRecord, groups: list[Group]) -> bool:
