@@ -2,6 +2,12 @@
 an uninterrupted one (beta and the critic's optimizer state are checkpointed), and with
 their defaults both solve CartPole."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +63,42 @@ def test_resume_equals_uninterrupted(algo, tmp_path):
     for k in names:
         np.testing.assert_allclose(resumed.metrics[k], full.metrics[k], rtol=1e-5, atol=1e-6,
                                    err_msg=k)
+
+
+DATA_PARALLEL_SCRIPT = textwrap.dedent("""
+    import json
+    import jax, numpy as np
+    from ppox import HParams, PPOConfig
+    from ppox.host.run import train_runs
+    out = {}
+    for name, extra in (("ppo_kl", {"algo": "ppo_kl"}), ("trpo", {"algo": "trpo"}),
+                        ("ppo_target_kl", {"target_kl": 0.004})):
+        cfg = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 4, update_epochs=4,
+                        num_minibatches=2, **extra)
+        r = train_runs(cfg, [HParams(learning_rate=3e-3, kl_penalty_target=0.003)], [0],
+                       data_parallel=True)
+        leaves = [np.asarray(x) for x in jax.tree.leaves((r.state.params, r.state.algo_state))]
+        out[name] = {"devices": r.devices,
+                     "in_sync": all(np.array_equal(x[0], x[1]) for x in leaves),
+                     "moved": float(np.asarray(r.metrics["update_norm"]).min()),
+                     "epochs_run": np.ravel(r.metrics.get("epochs_run", [])).tolist()}
+    print(json.dumps(out))
+""")
+
+
+def test_data_parallel_replicas_stay_in_sync():
+    """Under data parallelism every device takes the same step: TRPO's gradient, Fisher
+    products and line search, ppo_kl's beta and the KL stop's decision are averaged over
+    the devices, so parameters and algorithm states stay bit-identical."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, r in out.items():
+        assert r["devices"] == 2 and r["in_sync"] and r["moved"] > 0, (name, r)
+    assert min(out["ppo_target_kl"]["epochs_run"]) < 4  # the stop fired, on both alike
 
 
 @pytest.mark.slow
