@@ -195,6 +195,8 @@ FILE_CASES: list[tuple[str, str | re.Pattern]] = [
      "write num_envs = N with N >= 1"),
     ("[config]\nobs_clip = -1\n", FILE + "[config] obs_clip=-1 must be > 0; e.g. obs_clip = 10"),
     ('[config]\nbackend = "mjx"\n', "backend='mjx' " + BRAX_ONLY.format("backend", "backend")),
+    ("[hparams]\nkl_coef = 2.0\n", "kl_coef=2.0 is read by algo ppo_kl only and this run's "
+     "algo is 'ppo'; drop --kl-coef (or kl_coef from the config file), or pass --algo ppo_kl"),
     ('[config]\nenv_id = "Acrobot-v1"\n', FILE + "[config] env_id: the environment is the "
      "top-level key env, e.g. env = 'Acrobot-v1' before any table"),
     ("[config]\nnum_envz = 4\n", re.compile(re.escape(FILE) + r"unknown \[config\] key "
