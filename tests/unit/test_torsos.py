@@ -66,6 +66,20 @@ def test_cnn_matches_a_numpy_convolution_and_dense():
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_conv_as_patch_matmul_equals_flax_conv_also_under_vmap():
+    import flax.linen as nn
+
+    from ppox.nets.cnn import conv
+
+    key_k, key_x = jax.random.split(jax.random.PRNGKey(4))
+    params = {"kernel": jax.random.normal(key_k, (2, 3, 3, 5, 7)),
+              "bias": jnp.arange(14.0).reshape(2, 7)}
+    x = jax.random.normal(key_x, (2, 4, 9, 8, 5))
+    ref = jax.vmap(lambda p, v: nn.Conv(7, (3, 3), padding="VALID").apply({"params": p}, v))
+    np.testing.assert_allclose(np.asarray(jax.vmap(conv)(params, x)),
+                               np.asarray(ref(params, x)), rtol=1e-4, atol=1e-4)
+
+
 def test_cnn_init_orthogonal_patch_matrices_from_one_draw_and_zero_biases():
     torso = CNNTorso((10, 10, 4), channels=(16, 32), dense=(128,))
     net = Network(torso, 6, 0.01)

@@ -13,7 +13,6 @@ import itertools
 import math
 from dataclasses import dataclass
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -22,10 +21,22 @@ from ppox.nets.torso import ACTIVATIONS, HIDDEN_GAIN, Carry, Params, dense, dens
 KERNEL = 3
 
 
+def patches(x: jax.Array) -> jax.Array:
+    """``x [..., H, W, C]`` -> every 3x3 patch ``[..., H - 2, W - 2, 9 * C]``, flattened in
+    ``(kh, kw, cin)`` order (the rows of a kernel's patch matrix)."""
+    h, w = x.shape[-3] - KERNEL + 1, x.shape[-2] - KERNEL + 1
+    return jnp.concatenate([x[..., i:i + h, j:j + w, :]
+                            for i in range(KERNEL) for j in range(KERNEL)], axis=-1)
+
+
 def conv(params: Params, x: jax.Array) -> jax.Array:
-    """A 3x3 ``VALID`` convolution of ``x [*batch, H, W, cin]`` (flax's ``nn.Conv``)."""
-    kh, kw, _, cout = params["kernel"].shape
-    return nn.Conv(cout, (kh, kw), padding="VALID").apply({"params": params}, x)
+    """A 3x3 ``VALID`` convolution of ``x [..., H, W, cin]`` with flax ``nn.Conv``'s
+    parameters, as patches @ patch matrix: a matmul batches under ``vmap`` over parameters
+    (seeds, sweeps), where a convolution with batched kernels becomes a grouped one, about
+    2x slower on XLA:CPU (measured on a 512-frame gradient)."""
+    kernel = params["kernel"]
+    matrix = kernel.reshape(-1, kernel.shape[-1])
+    return patches(x) @ matrix + params["bias"]
 
 
 def conv_params(matrix: jax.Array, cin: int) -> Params:
@@ -85,11 +96,9 @@ class CNNTorso:
               reset: jax.Array | None = None) -> tuple[jax.Array, Carry]:
         """``x [*batch, H, W, C]`` -> features ``[*batch, out_dim]``."""
         act = ACTIVATIONS[self.activation]
-        batch = x.shape[:x.ndim - 3]
-        x = x.reshape(-1, *x.shape[-3:])  # one batch axis for the convolution
         for i in range(len(self.channels)):
             x = act(conv(params[f"Conv_{i}"], x))
-        x = x.reshape(*batch, -1)
+        x = x.reshape(*x.shape[:x.ndim - 3], -1)
         for i in range(len(self.dense)):
             x = act(dense(params[f"Dense_{i}"], x))
         return x, carry
