@@ -151,6 +151,20 @@ def test_sigint_while_importing_is_not_lost(tmp_path):
     assert "training" not in out
 
 
+def test_a_second_sigint_exits_at_once(tmp_path):
+    run = tmp_path / "r"
+    p = _Proc(*TINY, "--run-dir", str(run), pause="chunk@3=60,checkpoint_manifest@4=60")
+    p.wait_for("chunk 3")
+    p.p.send_signal(signal.SIGINT)  # the loop goes on to save chunk 4 ...
+    p.wait_for("checkpoint_manifest 4")
+    p.p.send_signal(signal.SIGINT)  # ... but a second one does not wait for that
+    rc, _, err = p.finish()
+    assert rc == 130, err
+    assert err[-1] == ("interrupted again (SIGINT): exiting now; a checkpoint being written "
+                       "is dropped, the earlier ones are kept")
+    assert StateCheckpoints(run).intact_steps() == []  # 4 has no manifest: never used
+
+
 def test_sigterm_during_a_checkpoint_write_then_resume(reference, tmp_path):
     run = tmp_path / "cut"
     p = _Proc(*TINY, "--checkpoint-every", "2", "--run-dir", str(run),

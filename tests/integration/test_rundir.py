@@ -11,6 +11,7 @@ import pytest
 from ppox import HParams, PPOConfig
 from ppox.cli import main
 from ppox.host import run as run_module
+from ppox.host.checkpoint import StateCheckpoints
 from ppox.host.run import summary_lines, train_runs
 
 TINY = ["--total-timesteps", "4096", "--progress-chunks", "8", "--quiet"]
@@ -163,3 +164,10 @@ def test_resume_reports_its_own_steps(tmp_path):
     assert res.env_steps_this_process == 3 * cfg.batch_size
     assert res.steps_per_second == pytest.approx(3 * cfg.batch_size / res.run_s)
     assert "resumed at update 5: 1,536 env steps per run in this run" in summary_lines(res)
+
+
+def test_time_based_checkpoints(tmp_path):
+    run = tmp_path / "r"
+    train_runs(PPOConfig(total_timesteps=4096), [HParams()], [0], run_dir=run,
+               progress_chunks=8, checkpoint_every_s=1e-9)  # due after every chunk
+    assert StateCheckpoints(run).intact_steps() == [8, 7]  # the newest two verified

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class _Requests:
     phase: str = "startup"  # startup (import, checks, compile) | training
     startup_note: str = "nothing was saved"
     owner: str | None = None  # "cli" or "api": who installed the handlers
+    count: int = 0  # signals received
     event: threading.Event = field(default_factory=threading.Event)
 
 
@@ -69,6 +71,7 @@ def _handler(signum: int, frame: object) -> None:
     del frame
     if _REQ.signum is None:
         _REQ.signum = signum
+    _REQ.count += 1
     _REQ.event.set()
 
 
@@ -100,8 +103,8 @@ def _watch(read_fd: int) -> None:
                 _exit_now(f"interrupted ({name}) before training started: "
                           f"{_REQ.startup_note}")
             elif seen >= 2:
-                _exit_now(f"interrupted again ({name}): exiting now without waiting for the "
-                          "checkpoint; the last complete checkpoint is kept")
+                _exit_now(f"interrupted again ({name}): exiting now; a checkpoint being "
+                          "written is dropped, the earlier ones are kept")
 
 
 def install_cli_handlers() -> Callable[[], None]:
@@ -174,5 +177,7 @@ def test_pause(point: str, step: int) -> None:
         name, _, at = name.strip().partition("@")
         if name == point and (not at or int(at) == step):
             print(f"ppox-test-pause: {point} {step}", file=sys.stderr, flush=True)
-            _REQ.event.wait(float(seconds or 0))
+            seen, deadline = _REQ.count, time.monotonic() + float(seconds or 0)
+            while _REQ.count == seen and time.monotonic() < deadline:
+                time.sleep(0.01)
             return
