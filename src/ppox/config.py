@@ -69,6 +69,7 @@ Backend = Literal["spring", "positional", "generalized", "mjx"]
 GradClip = Literal["global", "per_network"]
 AlgoName = Literal["ppo", "ppo_kl", "trpo"]  # one module each in ppox.algo
 
+
 @dataclass(frozen=True)
 class PPOConfig:
     """Static settings. Changing any of them changes the compiled program.
