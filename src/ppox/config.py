@@ -127,6 +127,10 @@ class PPOConfig:
         "steps; brax envs only)"))
     action_repeat: int = option(1, positive=True, brax_only=True,
                                 help="physics steps per agent step (brax envs only)")
+    env_config: str = option("", help=(
+        "playground envs only: the env's own config overridden, comma-separated key=value "
+        "pairs (e.g. impl=jax,episode_length=500; dotted keys reach nested fields); impl "
+        "is jax unless given"))
     num_eval_episodes: int = option(16, positive=True, help="episodes run by ppox eval and "
                                     "the end-of-train evaluation")
     grad_clip: GradClip = option("global", what="a clip scope", help=(
@@ -168,6 +172,9 @@ class PPOConfig:
         for name in field_specs(PPOConfig):
             check_value(PPOConfig, name, getattr(self, name), style="flag")
         check_applicable(self)
+        if self.env_config and not self.env_id.startswith("playground/"):
+            raise ConfigError(f"env_config={self.env_config!r} applies to playground envs only "
+                              f"and {self.env_id} is not one; drop --env-config")
         if self.batch_size % self.num_minibatches != 0:
             raise ConfigError(
                 f"num_minibatches={self.num_minibatches} does not divide the batch "

@@ -79,7 +79,10 @@ class Setup:
 
 
 def env_options(cfg: PPOConfig) -> dict[str, Any]:
-    """The settings an env adapter takes: the brax-only fields for brax envs, else none."""
+    """The settings an env adapter takes: the brax-only fields for brax envs, the env's own
+    config overrides for playground envs, else none."""
+    if cfg.env_id.startswith("playground/"):
+        return {"env_config": cfg.env_config}
     if not cfg.is_brax:
         return {}
     return {name: getattr(cfg, name) for name, spec in field_specs(PPOConfig).items()

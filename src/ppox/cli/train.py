@@ -140,11 +140,12 @@ def cmd_eval(argv: Sequence[str]) -> int:
 
 
 def cmd_envs(argv: Sequence[str]) -> int:
-    from ppox.envs import brax_ids, gymnax_ids
+    from ppox.envs import brax_ids, gymnax_ids, playground_ids
 
     tyro.cli(_NoArgs, args=list(argv), prog="ppox envs")
     print("gymnax: " + ", ".join(gymnax_ids()))
     print("brax:   " + ", ".join(brax_ids()))
+    print("playground (pip install 'ppox[playground]'): " + ", ".join(playground_ids()))
     return 0
 
 

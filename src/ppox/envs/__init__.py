@@ -1,6 +1,7 @@
-"""Environments: one interface (``core``), adapters for gymnax and brax, and the registry.
+"""Environments: one interface (``core``), adapters for gymnax, brax and MuJoCo Playground,
+and the registry.
 
-This package is the only place that knows the gymnax and brax APIs.
+This package is the only place that knows the gymnax, brax and Playground APIs.
 """
 
 from __future__ import annotations
@@ -27,16 +28,34 @@ def brax_ids() -> tuple[str, ...]:
     return tuple(brax_env_ids())
 
 
+@functools.cache
+def playground_ids() -> tuple[str, ...]:
+    """``playground/<Name>`` for every DM Control Suite env (listed without importing
+    MuJoCo Playground, which is an extra: ``make_env`` says how to install it)."""
+    from ppox.envs.playground import playground_env_ids
+
+    return tuple(playground_env_ids())
+
+
 def env_ids() -> tuple[str, ...]:
     """Every environment id ``make_env`` accepts."""
-    return gymnax_ids() + brax_ids()
+    return gymnax_ids() + brax_ids() + playground_ids()
 
 
 def check_env_id(env_id: str) -> None:
     """Raises ``ConfigError`` (one line, listing the valid ids) for an unknown id."""
-    known = brax_ids() if env_id.startswith("brax/") else gymnax_ids()
+    if env_id.startswith("playground/"):
+        known = playground_ids()
+    else:
+        known = brax_ids() if env_id.startswith("brax/") else gymnax_ids()
     if env_id in known:
         return
+    if env_id.startswith("playground/"):
+        from ppox.envs.playground import not_offered
+
+        close = difflib.get_close_matches(env_id, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{not_offered(env_id)}{hint}; valid ids: {', '.join(known)}")
     if env_id == "MNISTBandit-bsuite":
         raise ConfigError("MNISTBandit-bsuite is not supported: it downloads MNIST at run "
                           "time; choose another id (see `ppox envs`)")
@@ -58,6 +77,10 @@ def _make(env_id: str, options: tuple[tuple[str, object], ...]) -> EpisodeStats:
             raise ConfigError(
                 f"{env_id} cannot be built with backend={kw.get('backend')!r} ({err}); "
                 "choose another --backend, e.g. generalized") from None
+    elif env_id.startswith("playground/"):
+        from ppox.envs.playground import make_playground
+
+        inner = make_playground(env_id, **kw)
     else:
         from ppox.envs.gymnax import make_gymnax
 
@@ -69,7 +92,8 @@ def make_env(env_id: str, **options: object) -> EpisodeStats:
     """The environment ``env_id`` with in-jit episode statistics (cached per id and options).
 
     ``options`` are the adapter's own (brax: ``backend``, ``episode_length``,
-    ``action_repeat``; gymnax: none); ``ppox.trainer.env_for(cfg)`` picks them from a config.
+    ``action_repeat``; playground: ``env_config``, ``key=value`` pairs over the env's own
+    config; gymnax: none); ``ppox.trainer.env_for(cfg)`` picks them from a config.
     """
     check_env_id(env_id)
     return _make(env_id, tuple(sorted(options.items())))
@@ -87,4 +111,5 @@ __all__ = [
     "env_ids",
     "gymnax_ids",
     "make_env",
+    "playground_ids",
 ]

@@ -1,0 +1,200 @@
+"""Adapter from MuJoCo Playground's DM Control Suite to the ppox ``Env`` interface.
+
+Playground envs have brax's ``Env`` interface (``reset(rng) -> State``, ``step(state,
+action) -> State`` with ``obs``, ``reward``, ``done``), so the episode bookkeeping is the brax
+adapter's (``ppox.envs.brax.BraxEnv``): ``terminated`` is the env's own ``done`` (DM Control
+tasks only set it for a diverged simulation), ``truncated`` is the time limit from the env's
+config (``episode_length`` env steps, ``action_repeat`` env steps per agent step, as
+Playground's brax training wrapper counts them), ``final_obs`` the observation before the
+reset, which draws a fresh initial state.
+
+Actions are in ``[-1, 1]``: every DM Control Suite model's actuators have that control
+range. Only the DM Control Suite is offered: its MJCF files ship inside the package. Playground's
+locomotion and manipulation envs fetch the MuJoCo Menagerie at first use, which ppox does
+not do. ``mujoco_playground`` is imported only when an env is built (``pip install
+'ppox[playground]'``).
+
+The env's own config is overridable with ``env_config`` ``key=value`` pairs (dotted keys
+reach nested fields); ``impl`` defaults to ``jax`` (MJX) rather than Playground's ``warp``,
+which ran ~8x slower on CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from ppox.config import ConfigError
+from ppox.envs.brax import BraxEnv
+from ppox.envs.core import Box, EnvSpec
+
+PLAYGROUND_PREFIX = "playground/"
+DEFAULT_IMPL = "jax"
+IMPLS = ("jax", "warp")
+
+# mujoco_playground.dm_control_suite.ALL_ENVS of playground 0.2.0 (a test checks it), kept
+# here so that listing and checking ids does not import the package (seconds) or need it.
+DM_CONTROL_SUITE = (
+    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
+    "CartpoleBalanceSparse", "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun",
+    "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim", "HopperHop", "HopperStand",
+    "HumanoidStand", "HumanoidWalk", "HumanoidRun", "PendulumSwingup", "PointMass",
+    "ReacherEasy", "ReacherHard", "SwimmerSwimmer6", "WalkerRun", "WalkerStand", "WalkerWalk",
+)
+
+INSTALL_HINT = "pip install 'ppox[playground]'"
+
+
+def playground_env_ids() -> list[str]:
+    return [PLAYGROUND_PREFIX + name for name in DM_CONTROL_SUITE]
+
+
+def not_offered(env_id: str) -> str:
+    """Why a ``playground/`` id that is not a DM Control Suite env is refused."""
+    return (f"{env_id} is not a MuJoCo Playground DM Control Suite env; ppox offers only "
+            "those (their model files ship in the package), not Playground's locomotion or "
+            "manipulation envs, which download the MuJoCo Menagerie at first use")
+
+
+def parse_env_config(text: str) -> dict[str, Any]:
+    """``"impl=jax,episode_length=500"`` -> ``{"impl": "jax", "episode_length": 500}``.
+
+    Values are read as integers, floats, ``true``/``false`` or else text; an empty string is
+    no overrides. Raises ``ConfigError`` for a pair without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in (p.strip() for p in text.split(",")):
+        if not pair:
+            continue
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"env_config {pair!r} is not key=value; e.g. --env-config "
+                              "impl=jax,episode_length=500")
+        out[key.strip()] = _value(raw.strip())
+    return out
+
+
+def _value(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def _module() -> Any:
+    """``mujoco_playground``'s DM Control Suite, or one ``ConfigError`` line saying how to
+    install it."""
+    if importlib.util.find_spec("mujoco_playground") is None:
+        raise ConfigError(f"playground envs need MuJoCo Playground, which is not installed; "
+                          f"{INSTALL_HINT}")
+    from mujoco_playground import dm_control_suite
+
+    return dm_control_suite
+
+
+def env_config_for(env_id: str, overrides: dict[str, Any]) -> Any:
+    """The env's default config (a locked ``ConfigDict``) with ``overrides`` applied and
+    ``impl`` defaulting to ``DEFAULT_IMPL``; a bad key or value is one ``ConfigError``."""
+    name = env_id.removeprefix(PLAYGROUND_PREFIX)
+    config = _module().get_default_config(name)
+    overrides = {"impl": DEFAULT_IMPL, **overrides}
+    if overrides["impl"] not in IMPLS:
+        raise ConfigError(f"env_config impl={overrides['impl']!r} is not one of "
+                          f"{', '.join(IMPLS)}; e.g. --env-config impl=jax")
+    flat = sorted(_flat_keys(config.to_dict()))
+    for key, value in overrides.items():
+        if key not in flat:
+            raise ConfigError(f"env_config key {key!r} is not in {env_id}'s config; its keys: "
+                              f"{', '.join(flat)}")
+        try:
+            config.update_from_flattened_dict({key: value})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"env_config {key}={value!r} does not suit {env_id}'s config "
+                              f"({str(err).splitlines()[0]})") from None
+    return config
+
+
+def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        keys.append(prefix + k)
+        if isinstance(v, dict):
+            keys += _flat_keys(v, prefix + k + ".")
+    return keys
+
+
+@jax.tree_util.register_pytree_node_class
+class NonEmpty:
+    """A pytree whose zero-size leaves are kept out of its leaves (rebuilt as zeros).
+
+    ``mjx.Data`` has several (``act`` of a model without activations, contact buffers of
+    ``impl=jax``) and orbax refuses to checkpoint a zero-size array.
+    """
+
+    def __init__(self, tree: Any) -> None:
+        self.tree = tree
+
+    def tree_flatten(self) -> tuple[list[Any], Any]:
+        leaves, treedef = jax.tree.flatten(self.tree)
+        empty = tuple((i, tuple(np.shape(x)), np.dtype(x.dtype)) for i, x in enumerate(leaves)
+                      if math.prod(np.shape(x)) == 0)
+        skip = {i for i, _, _ in empty}
+        return [x for i, x in enumerate(leaves) if i not in skip], (treedef, empty)
+
+    @classmethod
+    def tree_unflatten(cls, aux: Any, children: Any) -> NonEmpty:
+        treedef, empty = aux
+        leaves = list(children)
+        for i, shape, dtype in empty:
+            leaves.insert(i, np.zeros(shape, dtype))
+        return cls(jax.tree.unflatten(treedef, leaves))
+
+
+@dataclass(frozen=True, eq=False)
+class CompactStates:
+    """A Playground env whose states carry ``data`` as ``NonEmpty`` (``base``: the env)."""
+
+    base: Any  # mujoco_playground MjxEnv
+
+    def reset(self, rng: jax.Array) -> Any:
+        state = self.base.reset(rng)
+        return state.replace(data=NonEmpty(state.data))
+
+    def step(self, state: Any, action: jax.Array) -> Any:
+        nxt = self.base.step(state.replace(data=state.data.tree), action)
+        return nxt.replace(data=NonEmpty(nxt.data))
+
+
+def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
+    """Builds ``playground/<Name>`` with its config overridden by ``env_config`` pairs."""
+    if env_id.removeprefix(PLAYGROUND_PREFIX) not in DM_CONTROL_SUITE:
+        raise ConfigError(not_offered(env_id))
+    config = env_config_for(env_id, parse_env_config(env_config))
+    env = _module().load(env_id.removeprefix(PLAYGROUND_PREFIX), config=config)
+    obs = jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs
+    if not hasattr(obs, "shape") or len(obs.shape) != 1:
+        shapes = jax.tree.map(lambda x: tuple(x.shape), obs)
+        raise ConfigError(f"{env_id} with env_config {env_config!r} observes {shapes}; ppox "
+                          "trains on flat state observations (drop vision=true)")
+    episode_length, action_repeat = int(config.episode_length), int(config.action_repeat)
+    if episode_length < 1 or action_repeat < 1:
+        raise ConfigError(f"env_config episode_length={episode_length}, action_repeat="
+                          f"{action_repeat}: both must be >= 1")
+    spec = EnvSpec(
+        env_id=env_id,
+        obs_shape=(int(obs.shape[0]),),
+        action_space=Box(low=-np.ones(env.action_size, np.float32),
+                         high=np.ones(env.action_size, np.float32)),
+        max_episode_steps=-(-episode_length // action_repeat),
+    )
+    return BraxEnv(spec=spec, env=CompactStates(env), episode_length=episode_length,
+                   action_repeat=action_repeat)
