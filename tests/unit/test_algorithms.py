@@ -212,3 +212,23 @@ def test_combinations_that_cannot_work_are_one_line_before_any_compile(changes, 
 def test_ppo_kl_and_trpo_run_with_split_and_data_parallel_layouts_where_they_can():
     build(TINY.replace(algo="ppo_kl"), Layout("split_networks", 2))  # separable: fine
     build(TINY.replace(algo="trpo"), Layout("data_parallel", 2))
+
+
+@pytest.mark.parametrize(("algo", "values"), [
+    ("ppo_kl", [{"kl_coef": 1.0, "kl_penalty_target": 0.01},
+                {"kl_coef": 0.1, "kl_penalty_target": 0.003}]),
+    ("trpo", [{"trpo_max_kl": 0.01, "cg_damping": 0.1, "backtrack_coef": 0.8},
+              {"trpo_max_kl": 0.05, "cg_damping": 0.01, "backtrack_coef": 0.5}]),
+])
+def test_new_values_of_their_hyperparameters_do_not_retrace(algo, values):
+    traces = []
+    setup = build(TINY.replace(algo=algo))
+
+    def one_update(key, hp):
+        traces.append(1)  # runs once per trace, never per call
+        return update_step(setup, hp, init(setup, hp, key))
+
+    jitted = jax.jit(one_update)
+    outs = [jitted(jax.random.PRNGKey(0), HParams(**v).as_arrays())[1]["kl"] for v in values]
+    assert len(traces) == 1
+    assert float(outs[0]) != float(outs[1])  # the values reached the program

@@ -13,6 +13,9 @@ sequential SGD loop does nothing but the gradient step.
 Minibatches are rows of the flattened ``[T * B]`` batch for feed-forward policies, and whole
 env sequences (``[T, B / M]``: envs shuffled, not rows, with each sequence's start carry)
 for recurrent ones, so the update replays each sequence as the rollout ran it.
+
+``SGD.run_until_kl`` stops an update's remaining epochs once an epoch's mean approximate KL
+exceeds a bound, inside the program (a flag in the epoch scan's carry and a ``lax.cond``).
 """
 
 from __future__ import annotations
@@ -181,7 +184,10 @@ class SGD:
         exceeds ``stop_kl``. Also returns ``[] int32`` how many epochs ran. The skip is a
         ``lax.cond`` in the epoch scan: no host round trip (under ``vmap`` both branches
         run and the result is selected, so the epochs are skipped in effect, not in time).
+        Not under network splitting: there no device evaluates the whole loss.
         """
+        if self.setup.layout.split_axis is not None:
+            raise ValueError("run_until_kl needs the whole loss on one device (no splitting)")
         return self._run(hp, objective, batch, carry, params, opt_state, perms, keys, stop_kl)
 
     def _run(self, hp: HParams, objective: Objective, batch: Any, carry: Any, params: Params,
