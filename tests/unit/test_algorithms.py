@@ -232,3 +232,20 @@ def test_new_values_of_their_hyperparameters_do_not_retrace(algo, values):
     outs = [jitted(jax.random.PRNGKey(0), HParams(**v).as_arrays())[1]["kl"] for v in values]
     assert len(traces) == 1
     assert float(outs[0]) != float(outs[1])  # the values reached the program
+
+
+@pytest.mark.parametrize("algo", ["ppo_kl", "trpo"])
+@pytest.mark.parametrize("changes", [
+    {"env_id": "Pendulum-v1", "policy": "tanh_gaussian", "normalize_obs": True,
+     "normalize_reward": True},
+    {"recurrent": True, "gru_size": 8},  # whole env sequences with their start carries
+], ids=["tanh_gaussian", "recurrent"])
+def test_runs_with_continuous_and_recurrent_policies(algo, changes):
+    hp = HParams(learning_rate=1e-3)
+    *_, m = _one_update(TINY.replace(algo=algo, **changes), hp)
+    assert all(np.isfinite(float(v)) for v in m.values()), m
+    assert float(m["update_norm"]) > 0
+    if algo == "trpo":
+        assert float(m["step_accepted"]) == 1.0 and 0 < float(m["kl"]) <= hp.trpo_max_kl
+    else:
+        assert float(m["kl"]) > 0
