@@ -16,7 +16,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 UNROLLED_THREEFRY_ON_CPU = False
 
@@ -148,13 +155,46 @@ def compile_cache_counts() -> tuple[int, int]:
 
 
 def compile_cache_note(before: tuple[int, int]) -> str:
-    """``"from the compilation cache"`` / ``"compiled, now cached"`` / ``"compiled"`` for
-    the compiles since ``before`` (a ``compile_cache_counts()``)."""
+    """What the compiles since ``before`` (a ``compile_cache_counts()``) were: ``"from the
+    compilation cache"``, ``"compiled, now cached"``, a mix, ``"compile cache off"``, or
+    ``""`` when nothing was compiled (programs reused in this process)."""
     requests, hits = (a - b for a, b in zip(compile_cache_counts(), before, strict=True))
-    if requests == 0:
-        return "compiled"
+    if requests == 0:  # the cache is off, or the programs were already built in-process
+        return "" if _CACHE_LISTENING else "compile cache off"
     if hits == requests:
         return "from the compilation cache"
     if hits:
         return f"{hits} of {requests} programs from the compilation cache"
     return "compiled, now cached"
+
+
+_DAMAGED_ENTRY = re.compile(r"Error reading persistent compilation cache entry for '([^']+)'")
+
+
+@contextlib.contextmanager
+def mending_compile_cache(directory: str | None = None) -> Iterator[None]:
+    """Around a compile: JAX warns about a damaged cache entry (a process killed while
+    writing it) and compiles anew, but never replaces an entry that exists. Seen as the
+    warning is raised (before the new executable is written), the damaged module's entries
+    are removed, so this compile caches it again; said in one line instead of the warning."""
+    import jax
+
+    directory = directory or jax.config.jax_compilation_cache_dir
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                 line: str | None = None) -> None:
+            match = _DAMAGED_ENTRY.search(str(message))
+            if match is None or not directory:
+                shown(message, category, filename, lineno, file, line)
+                return
+            pattern = os.path.join(directory, glob.escape(match.group(1)) + "-*")
+            for entry in glob.glob(pattern):
+                with contextlib.suppress(OSError):
+                    os.remove(entry)
+            print(f"note: a damaged compilation-cache entry for {match.group(1)} in "
+                  f"{directory} was replaced", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield

@@ -14,7 +14,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from ppox._platform import use_every_cpu_core, use_unrolled_threefry_on_cpu
+from ppox._platform import (
+    enable_compile_cache,
+    use_every_cpu_core,
+    use_unrolled_threefry_on_cpu,
+)
 from ppox.cli.args import resolve_train_args
 from ppox.config import ConfigError
 
@@ -51,11 +55,14 @@ def cmd_bench(argv: Sequence[str]) -> int:
 
 __all__ = ["COMMANDS", "main", "resolve_train_args"]
 
+NO_COMPILE_CACHE = "--no-compile-cache"
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (cmd_train, "train PPO (default: CartPole-v1)"),
     "eval": (cmd_eval, "evaluate a run dir deterministically; brax: write an HTML episode"),
     "sweep": (cmd_sweep, "hyperparameter sweep: every configuration and seed in one program"),
-    "bench": (cmd_bench, "quick throughput benchmark (scaling, roofline)"),
+    "bench": (cmd_bench, "throughput diagnostics: env-only / rollout-only / trainer "
+                         "steps/s, FLOP/s"),
     "envs": (cmd_envs, "list environment ids"),
 }
 
@@ -63,7 +70,10 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
 def _usage() -> str:
     lines = ["usage: ppox {" + ",".join(COMMANDS) + "} [options]", ""]
     lines += [f"  {name:6s} {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "`ppox <command> --help` lists a command's options."]
+    lines += ["", "`ppox <command> --help` lists a command's options. Every command takes",
+              f"{NO_COMPILE_CACHE}: do not use JAX's persistent compilation cache (default:",
+              "on, in $PPOX_COMPILE_CACHE_DIR or ~/.cache/ppox/xla; PPOX_COMPILE_CACHE=0 turns "
+              "it off)."]
     return "\n".join(lines)
 
 
@@ -92,6 +102,10 @@ def _main(argv: list[str]) -> int:
     _quiet_library_logs()
     use_every_cpu_core()
     use_unrolled_threefry_on_cpu()
+    if NO_COMPILE_CACHE in argv:  # a flag of every command
+        argv = [a for a in argv if a != NO_COMPILE_CACHE]
+    else:
+        enable_compile_cache()
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
             print(_usage())

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppox._platform import compile_cache_counts, compile_cache_note, mending_compile_cache
 from ppox.host import interrupts
 from ppox.host.checkpoint import nonfinite_leaves
 from ppox.host.loggers import Logger, close_all, write_all
@@ -76,11 +77,12 @@ class ChunkLoop:
 
     def run(self) -> RunResult:
         interrupts.test_pause("compile", self.start)
-        t0 = time.perf_counter()
+        t0, cache_before = time.perf_counter(), compile_cache_counts()
         compiling = getattr(self.opts.reporter, "compiling", None)
-        with compiling() if callable(compiling) else nullcontext():
+        with compiling() if callable(compiling) else nullcontext(), mending_compile_cache():
             init_c, chunk_c = self.b.programs()
         compile_s = time.perf_counter() - t0
+        self.compile_note = compile_cache_note(cache_before)
         state = init_c(self.b.keys, self.b.hp_batch)
         if self.rd is not None:
             state = self._open_run_dir(state)
@@ -246,6 +248,7 @@ class ChunkLoop:
                          run_s=self.run_s, start=self.start, status=status,
                          run_dir=self.rd.path if self.rd is not None else None)
         result.nonfinite_update = self.first_bad.copy()
+        result.extra["compile_cache"] = self.compile_note
         if self.rd is not None:
             if self.saved_step != done:
                 self._checkpoint(state)

@@ -128,8 +128,9 @@ def summary_lines(result: RunResult) -> list[str]:
         if result.start_update:
             lines.append(f"resumed at update {result.start_update}: "
                          f"{result.env_steps_this_process:,d} env steps per run in this run")
-        lines.append(f"compile {result.compile_s:.1f} s, run {result.run_s:.1f} s, "
-                     f"{result.steps_per_second:,.0f} env steps/s")
+        note = result.extra.get("compile_cache")
+        lines.append(f"compile {result.compile_s:.1f} s{f' ({note})' if note else ''}, "
+                     f"run {result.run_s:.1f} s, {result.steps_per_second:,.0f} env steps/s")
     if result.run_dir is not None:
         lines.append(f"run dir: {result.run_dir}")
     if not np.isfinite(fr).any():
