@@ -421,3 +421,14 @@ def test_resumed_batch_metrics_tell_runs_of_the_same_seed_apart(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows[:-1]))
     with pytest.raises(RuntimeError, match="holds 2 of 3 runs' rows"):
         read_batch_metrics(tmp_path, num_runs=3, num_updates=3)
+
+
+def test_a_swept_hparam_the_algorithm_does_not_read_is_refused():
+    from ppox.config import ConfigError, HParams, PPOConfig
+    from ppox.sweep import expand
+
+    with pytest.raises(ConfigError, match=r"kl_coef=0.1 is read by algo ppo_kl only"):
+        expand(parse_spec({"grid": {"kl_coef": [0.1, 0.2]}}), PPOConfig(), HParams())
+    configs = expand(parse_spec({"grid": {"kl_coef": [0.1, 0.2]}}),
+                     PPOConfig(algo="ppo_kl"), HParams())
+    assert [c.swept["kl_coef"] for c in configs] == [0.1, 0.2]

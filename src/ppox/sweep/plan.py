@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ppox.config import ConfigError, HParams, PPOConfig, config_from_dict
+from ppox.config import ConfigError, HParams, PPOConfig, check_applicable, config_from_dict
 from ppox.sweep.spec import SweepSpec
 
 
@@ -76,6 +76,10 @@ def expand(spec: SweepSpec, base_cfg: PPOConfig,
         for point in hp_points:
             hp = base_hp.replace(**point)
             hp.validate()
+            try:  # a swept hyperparameter this algorithm does not read is refused
+                check_applicable(cfg, hp, given=point)
+            except ConfigError as e:
+                raise ConfigError(f"sweep spec {spec.source!r}: {e}") from None
             configs.append(SweepConfig(index=len(configs), static=static, swept=point,
                                        cfg=cfg, hparams=hp, group=group))
     return configs
