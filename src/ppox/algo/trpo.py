@@ -179,6 +179,8 @@ def policy_step(ctx: UpdateContext, batch: Batch, params: Params) -> tuple[Param
         "surrogate_improvement": found.surrogate - surrogate0,
         "expected_improvement": expected,
         "step_norm": jnp.linalg.norm(found.flat - flat),
+        # the new policy's mean entropy (tanh-Gaussian: its base Gaussian's, no estimate)
+        "entropy": jnp.mean(obj.dist(found.flat).entropy()),
     }
 
 
