@@ -132,46 +132,35 @@ def _flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-@jax.tree_util.register_pytree_node_class
-class NonEmpty:
-    """A pytree whose zero-size leaves are kept out of its leaves (rebuilt as zeros).
-
-    ``mjx.Data`` has several (``act`` of a model without activations, contact buffers of
-    ``impl=jax``) and orbax refuses to checkpoint a zero-size array.
-    """
-
-    def __init__(self, tree: Any) -> None:
-        self.tree = tree
-
-    def tree_flatten(self) -> tuple[list[Any], Any]:
-        leaves, treedef = jax.tree.flatten(self.tree)
-        empty = tuple((i, tuple(np.shape(x)), np.dtype(x.dtype)) for i, x in enumerate(leaves)
-                      if math.prod(np.shape(x)) == 0)
-        skip = {i for i, _, _ in empty}
-        return [x for i, x in enumerate(leaves) if i not in skip], (treedef, empty)
-
-    @classmethod
-    def tree_unflatten(cls, aux: Any, children: Any) -> NonEmpty:
-        treedef, empty = aux
-        leaves = list(children)
-        for i, shape, dtype in empty:
-            leaves.insert(i, np.zeros(shape, dtype))
-        return cls(jax.tree.unflatten(treedef, leaves))
+def _empty_to_none(tree: Any) -> Any:
+    return jax.tree.map(lambda x: None if math.prod(np.shape(x)) == 0 else x, tree)
 
 
 @dataclass(frozen=True, eq=False)
 class CompactStates:
-    """A Playground env whose states carry ``data`` as ``NonEmpty`` (``base``: the env)."""
+    """A Playground env (``base``) whose states carry ``data`` without its zero-size arrays
+    (``None`` in their place, rebuilt as zeros for the env): ``mjx.Data`` has several
+    (``act`` of a model without activations, contact buffers) and orbax refuses to
+    checkpoint a zero-size array."""
 
     base: Any  # mujoco_playground MjxEnv
+    data_shapes: Any  # mjx.Data of jax.ShapeDtypeStruct: one env's data
+
+    @classmethod
+    def wrap(cls, base: Any) -> CompactStates:
+        return cls(base, jax.eval_shape(base.reset, jax.random.PRNGKey(0)).data)
+
+    def _full(self, data: Any) -> Any:
+        return jax.tree.map(lambda t, x: np.zeros(t.shape, t.dtype) if x is None else x,
+                            self.data_shapes, data)
 
     def reset(self, rng: jax.Array) -> Any:
         state = self.base.reset(rng)
-        return state.replace(data=NonEmpty(state.data))
+        return state.replace(data=_empty_to_none(state.data))
 
     def step(self, state: Any, action: jax.Array) -> Any:
-        nxt = self.base.step(state.replace(data=state.data.tree), action)
-        return nxt.replace(data=NonEmpty(nxt.data))
+        nxt = self.base.step(state.replace(data=self._full(state.data)), action)
+        return nxt.replace(data=_empty_to_none(nxt.data))
 
 
 def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
@@ -196,5 +185,5 @@ def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
                          high=np.ones(env.action_size, np.float32)),
         max_episode_steps=-(-episode_length // action_repeat),
     )
-    return BraxEnv(spec=spec, env=CompactStates(env), episode_length=episode_length,
+    return BraxEnv(spec=spec, env=CompactStates.wrap(env), episode_length=episode_length,
                    action_repeat=action_repeat)
