@@ -79,8 +79,8 @@ class PPOConfig:
     continuous action spaces.
     """
 
-    env_id: str = option("CartPole-v1", help="environment id: a gymnax id (CartPole-v1) or "
-                         "brax/<name>")
+    env_id: str = option("CartPole-v1", help="environment id: a gymnax id (CartPole-v1), "
+                         "brax/<name> or playground/<Name>")
     num_envs: int = option(4, positive=True, help="environments stepped in parallel (vmapped)")
     num_steps: int = option(128, positive=True,
                             help="rollout length T per environment per update")
