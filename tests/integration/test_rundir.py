@@ -155,6 +155,23 @@ def test_finished_run_resumed_is_complete_without_compiling(finished, capsys):
     assert _snapshot(finished) == before
 
 
+def test_finished_run_that_stopped_before_its_policy(finished, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(finished, run)
+    shutil.rmtree(run / "policy")  # as if killed after the last checkpoint
+    (run / "summary.json").unlink()
+    programs = run_module.compiled_programs.cache_info()
+    rc, out, err = _ppox(capsys, "--run-dir", str(run), "--resume", "--quiet")
+    assert (rc, err) == (0, [])
+    assert out.splitlines()[0] == f"{run}: the run is complete (8 updates); nothing to train"
+    assert (run / "policy").is_dir() and (run / "summary.json").is_file()
+    assert _snapshot(run / "policy") .keys() == _snapshot(finished / "policy").keys()
+    info = run_module.compiled_programs.cache_info()
+    assert (info.hits, info.misses) == (programs.hits, programs.misses)
+
+
 def test_resume_reports_its_own_steps(tmp_path):
     cfg = PPOConfig(total_timesteps=4096)
     run = tmp_path / "r"

@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +175,26 @@ def _orbax_restore(path: Path, template: Any) -> Any:
         return jax.tree.map(np.asarray, ckptr.restore(path, target))
 
 
+@contextmanager
+def _orbax_noise_captured() -> Iterator[None]:
+    """When a write fails (a full disk), orbax closes its event loop while tensorstore's
+    other writes are in flight; each of them then prints a "RuntimeError: Event loop is
+    closed" traceback on stderr, from its own thread. They are captured (with a short wait
+    for the writes in flight) and dropped: the cause is in ``StorageError``'s one line."""
+    real, sys.stderr = sys.stderr, io.StringIO()
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        time.sleep(0.5)
+        raise
+    finally:
+        captured, sys.stderr = sys.stderr.getvalue(), real
+        if captured and not failed:
+            real.write(captured)
+
+
 def save_tree(path: str | Path, tree: Any, step: int | None = None) -> None:
     """Saves a pytree of arrays to ``path`` (a directory; replaced if present), then its
     manifest. Raises ``StorageError`` (one line) when the write fails."""
@@ -178,7 +202,8 @@ def save_tree(path: str | Path, tree: Any, step: int | None = None) -> None:
     host = _to_host(tree)
     try:
         test_pause("checkpoint_start", -1 if step is None else step)
-        _orbax_save(path, host)
+        with _orbax_noise_captured():
+            _orbax_save(path, host)
         test_pause("checkpoint_manifest", -1 if step is None else step)
         write_manifest(path, host, step)
     except Exception as err:

@@ -78,7 +78,7 @@ def _handler(signum: int, frame: object) -> None:
 def _exit_now(message: str) -> None:
     try:
         sys.stdout.flush()
-        print(message, file=sys.stderr, flush=True)
+        print(message, file=sys.__stderr__, flush=True)  # sys.stderr may be captured
     finally:
         os._exit(EXIT_INTERRUPTED)
 
