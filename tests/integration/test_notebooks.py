@@ -33,6 +33,8 @@ EXPECTED = {
                     r"the sweep: [\d.]+ s \((?P<speedup>[\d.]+)x\)"],
     "robotics.ipynb": [r"final return: -?[\d.]+", r"eval return: (?P<eval_return>-?[\d.]+)"],
     "throughput.ipynb": [r"trainer steps/s rises with envs: True", r"matmul peak: [\d.]+"],
+    "algorithms.ipynb": [r"ppo +final return", r"ppo_kl +final return", r"trpo +final return",
+                         r"every algorithm beats a random policy: True"],
 }
 CHECKS = {
     # a policy trained for 60k steps keeps the pole up far longer than a random one (~20)
