@@ -82,14 +82,30 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent("""
                      "in_sync": all(np.array_equal(x[0], x[1]) for x in leaves),
                      "moved": float(np.asarray(r.metrics["update_norm"]).min()),
                      "epochs_run": np.ravel(r.metrics.get("epochs_run", [])).tolist()}
+    # network splitting (actor on one device, critic on the other) equals one device
+    for name, extra in (("ppo_kl_split", {"algo": "ppo_kl"}),
+                        ("ppo_target_kl_split", {"target_kl": 0.004})):
+        cfg = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 4, update_epochs=4,
+                        num_minibatches=2, **extra)
+        hp = [HParams(learning_rate=3e-3, kl_penalty_target=0.003)]
+        one, two = train_runs(cfg, hp, [0]), train_runs(cfg, hp, [0], split_networks=True)
+        p1 = [np.asarray(x)[0] for x in jax.tree.leaves(one.state.params)]
+        p2 = [np.asarray(x)[0] for x in jax.tree.leaves(two.state.params)]
+        m = "kl_beta" if "algo" in extra else "epochs_run"
+        out[name] = {"devices": two.devices, "in_sync": True, "moved": 1.0,
+                     "max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(p1, p2)),
+                     "single": np.ravel(one.metrics[m]).tolist(),
+                     "split": np.ravel(two.metrics[m]).tolist()}
     print(json.dumps(out))
 """)
 
 
-def test_data_parallel_replicas_stay_in_sync():
+def test_data_parallel_replicas_stay_in_sync_and_split_networks_equal_one_device():
     """Under data parallelism every device takes the same step: TRPO's gradient, Fisher
     products and line search, ppo_kl's beta and the KL stop's decision are averaged over
-    the devices, so parameters and algorithm states stay bit-identical."""
+    the devices, so parameters and algorithm states stay bit-identical. Under network
+    splitting ppo_kl and the KL stop (measured on the actor's device) give one device's
+    result."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL_SCRIPT], env=env,
@@ -99,6 +115,11 @@ def test_data_parallel_replicas_stay_in_sync():
     for name, r in out.items():
         assert r["devices"] == 2 and r["in_sync"] and r["moved"] > 0, (name, r)
     assert min(out["ppo_target_kl"]["epochs_run"]) < 4  # the stop fired, on both alike
+    for name in ("ppo_kl_split", "ppo_target_kl_split"):
+        r = out[name]
+        assert r["max_diff"] < 1e-4, (name, r)
+        assert r["single"] == r["split"], (name, r)  # the same betas / epochs run
+    assert min(out["ppo_target_kl_split"]["split"]) < 4
 
 
 @pytest.mark.slow

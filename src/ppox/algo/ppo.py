@@ -110,16 +110,18 @@ def objective(ctx: UpdateContext) -> Objective:
     """The clipped objective, with its actor and critic parts for network splitting."""
     hp = ctx.hp
 
-    def actor(p: Params, mb: Batch, key: jax.Array | None) -> jax.Array:
+    def actor_with_kl(p: Params, mb: Batch, key: jax.Array | None) -> tuple[jax.Array, Any]:
         _, log_prob, entropy = policy_terms(ctx, p, mb, key)
-        pg_loss, _ = ppo_clip_loss(log_prob, mb.log_prob, mb.advantages, hp.clip_eps)
-        return pg_loss - hp.ent_coef * entropy
+        pg_loss, (approx_kl, _) = ppo_clip_loss(log_prob, mb.log_prob, mb.advantages,
+                                                hp.clip_eps)
+        return pg_loss - hp.ent_coef * entropy, approx_kl
 
     def critic(p: Params, mb: Batch) -> jax.Array:
         return hp.vf_coef * value_term(ctx, p, mb)
 
-    return Objective(loss=lambda p, mb, key: ppo_loss(ctx, p, mb, key), actor=actor,
-                     critic=critic)
+    return Objective(loss=lambda p, mb, key: ppo_loss(ctx, p, mb, key),
+                     actor=lambda p, mb, key: actor_with_kl(p, mb, key)[0], critic=critic,
+                     actor_with_kl=actor_with_kl)
 
 
 def entropy_keys(ctx: UpdateContext, key: jax.Array) -> jax.Array | None:
@@ -181,12 +183,6 @@ class PPO:
 
     def check(self, setup: AlgoSetup) -> None:
         check_sequences(setup)  # otherwise it runs with every policy, torso and layout
-        # but the KL stop reads the loss's approx_kl, which under network splitting only the
-        # actor's device computes
-        if setup.cfg.target_kl is not None and setup.layout.split_axis is not None:
-            raise refuse(f"target_kl={setup.cfg.target_kl:g} with split_networks",
-                         "the early stop needs the whole loss on one device; drop "
-                         "--target-kl or --split-networks")
 
     def init(self, setup: AlgoSetup, params: Params, hp: Any) -> Any:
         return SGD(setup).init(params, hp)

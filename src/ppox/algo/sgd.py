@@ -64,11 +64,13 @@ class EarlyStop:
 class Objective:
     """A loss to minimize by SGD. ``loss(params, mb, key) -> (total, aux)`` on one minibatch;
     under network splitting also its two separable parts, ``actor(actor params, mb, key)``
-    and ``critic(critic params, mb)``, whose sum is ``loss``."""
+    and ``critic(critic params, mb)``, whose sum is ``loss``, and for the KL stop there
+    ``actor_with_kl(actor params, mb, key) -> (actor part, approx_kl)``."""
 
     loss: Loss
     actor: Callable[[Params, Any, Any], jax.Array] | None = None
     critic: Callable[[Params, Any], jax.Array] | None = None
+    actor_with_kl: Callable[[Params, Any, Any], tuple[jax.Array, jax.Array]] | None = None
 
 
 def flat_params(params: Params) -> tuple[jax.Array, Any]:
@@ -184,10 +186,9 @@ class SGD:
         exceeds ``stop_kl``. Also returns ``[] int32`` how many epochs ran. The skip is a
         ``lax.cond`` in the epoch scan: no host round trip (under ``vmap`` both branches
         run and the result is selected, so the epochs are skipped in effect, not in time).
-        Not under network splitting: there no device evaluates the whole loss.
+        Under network splitting the actor's device measures the KL (``actor_with_kl``) and
+        shares it with the critic's once per epoch.
         """
-        if self.setup.layout.split_axis is not None:
-            raise ValueError("run_until_kl needs the whole loss on one device (no splitting)")
         return self._run(hp, objective, batch, carry, params, opt_state, perms, keys, stop_kl)
 
     def _run(self, hp: HParams, objective: Objective, batch: Any, carry: Any, params: Params,
@@ -261,11 +262,31 @@ class _Loop:
         mb = unpack(packed, self.template, batch_ndim=2 if seq else 1)
         if seq:
             mb = mb.replace(carry=carry)
-        loss = lambda f: self.objective.loss(self.unravel(f), mb, key)
-        grads, aux = jax.grad(loss, has_aux=True)(opt.params)
+        grads, kl = self.grads_and_kl(opt.params, mb, key)
         grads = self.setup.layout.pmean(grads)
         updates, opt_state = self.tx.update(grads, opt.opt_state, opt.params)
-        return OptState(optax.apply_updates(opt.params, updates), opt_state), aux["approx_kl"]
+        return OptState(optax.apply_updates(opt.params, updates), opt_state), kl
+
+    def grads_and_kl(self, flat: jax.Array, mb: Any,
+                     key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """``grads`` and the loss's ``approx_kl`` (under network splitting: the actor's
+        device's, 0 on the critic's)."""
+        obj, split = self.objective, self.split
+        if split is None:
+            loss = lambda f: obj.loss(self.unravel(f), mb, key)
+            grads, aux = jax.grad(loss, has_aux=True)(flat)
+            return grads, aux["approx_kl"]
+        assert obj.actor_with_kl is not None and obj.critic is not None
+        critic = lambda p: (obj.critic(p, mb), jnp.zeros((), jnp.float32))
+        return jax.grad(lambda own: split.own_loss(
+            lambda p: obj.actor_with_kl(p, mb, key), critic, own), has_aux=True)(flat)
+
+    def shared_kl(self, kl: jax.Array) -> jax.Array:
+        """This device's KL -> the run's: the mean over data-parallel devices, or under
+        network splitting the actor's device's."""
+        if self.split is not None:
+            return lax.psum(kl, self.split.axis_name)
+        return self.setup.layout.pmean(kl)
 
     def epoch_unless_stopped(self, batch: Any, carry: Any, state: EarlyStop,
                              xs: tuple[jax.Array, jax.Array | None],
@@ -276,7 +297,7 @@ class _Loop:
         def run(opt: OptState) -> tuple[OptState, jax.Array]:
             packed, carries = minibatches(self.setup.cfg, batch, carry, perm)
             opt, kls = lax.scan(self.step_with_kl, opt, (packed, carries, keys))
-            return opt, self.setup.layout.pmean(jnp.mean(kls))
+            return opt, self.shared_kl(jnp.mean(kls))
 
         skip = lambda opt: (opt, jnp.float32(0.0))
         opt, kl = lax.cond(state.stopped, skip, run, state.opt)
