@@ -171,3 +171,53 @@ def test_periodic_eval_logs_at_the_right_updates_and_keeps_the_best(cartpole_run
     for i in (0, 1):  # the best dir is a run dir: ppox eval / load_policy read it
         best = evaluate_run(tmp_path / "best", episodes=4, seed=0, run_index=i)
         np.testing.assert_allclose(best.returns.mean(), pe.best[i], rtol=1e-5)
+
+
+def test_train_logs_evals_and_keeps_the_best_then_plot_and_video(tmp_path, capsys):
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator")
+    from ppox.host.metrics import read_rows
+
+    run = tmp_path / "r"
+    assert main(["train", *TINY, "--num-seeds", "2", "--run-dir", str(run), "--tensorboard",
+                 "--eval-every", "3", "--eval-episodes", "2", "--save-best",
+                 "--progress-chunks", "4"]) == 0  # chunks of 2 of the 8 updates
+    capsys.readouterr()
+    for name in ("metrics.jsonl", "metrics.csv", "learning_curve.png", "best/config.toml"):
+        assert (run / name).is_file(), name
+    rows = read_rows(run / "metrics.jsonl")
+    evals = {(r["run"], r["update"]): r["eval_return"] for r in rows
+             if np.isfinite(r["eval_return"])}
+    # past update 3, past 6, and at the end; each seed's own policy
+    assert sorted(evals) == [(s, u) for s in ("seed0", "seed1") for u in (4, 6, 8)]
+    for a, b in zip(read_rows(run / "metrics.csv"), rows, strict=True):  # the same table
+        assert a.keys() == b.keys()
+        assert all(a[k] == b[k] or (np.isnan(a[k]) and np.isnan(b[k])) for k in a)
+    acc = event_accumulator.EventAccumulator(str(run / "tensorboard" / "seed1"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval_return")] == [4 * 256, 6 * 256, 8 * 256]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("eval_return")],
+                               [evals["seed1", u] for u in (4, 6, 8)], rtol=1e-6)
+    for i, seed in enumerate(("seed0", "seed1")):  # RUN_DIR/best holds each seed's best
+        best = max(evals[seed, u] for u in (4, 6, 8))
+        out = evaluate_run(run / "best", episodes=2, seed=0, run_index=i)
+        np.testing.assert_allclose(out.returns.mean(), best, rtol=1e-5)
+
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png"), "--metric",
+                 "eval_return"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'c.png'}"
+    assert main(["eval", str(run), "--episodes", "2", "--video", str(tmp_path / "v.gif")]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'v.gif'} (" in out and "classic-control renderer" in out
+    assert (tmp_path / "v.gif").stat().st_size > 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--save-best"], "--save-best keeps the best-evaluated policy: add --eval-every N"),
+    (["--wandb-mode", "offline"], "--wandb-project and --wandb-mode set up --wandb"),
+])
+def test_watch_flags_refused_before_anything_runs(tmp_path, capsys, flags, message):
+    assert main(["train", *TINY, "--run-dir", str(tmp_path / "r"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()

@@ -36,7 +36,13 @@ def cmd_eval(argv: Sequence[str]) -> int:
 
 
 def cmd_envs(argv: Sequence[str]) -> int:
-    from ppox.cli.train import cmd_envs as run
+    from ppox.cli.envs import cmd_envs as run
+
+    return run(argv)
+
+
+def cmd_plot(argv: Sequence[str]) -> int:
+    from ppox.cli.plot import cmd_plot as run
 
     return run(argv)
 
@@ -63,7 +69,8 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "sweep": (cmd_sweep, "hyperparameter sweep: every configuration and seed in one program"),
     "bench": (cmd_bench, "throughput diagnostics: env-only / rollout-only / trainer "
                          "steps/s, FLOP/s"),
-    "envs": (cmd_envs, "list environment ids"),
+    "plot": (cmd_plot, "learning curves of run dirs (mean and band over seeds) as a PNG"),
+    "envs": (cmd_envs, "list environment ids; with ids: obs shape, action space, defaults"),
 }
 
 

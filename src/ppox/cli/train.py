@@ -11,6 +11,7 @@ from typing import Annotated
 import tyro
 
 from ppox.cli.args import _default_run_dir, resolve_train_args
+from ppox.cli.watch import watch_fields
 from ppox.config import ConfigError
 
 
@@ -25,6 +26,7 @@ def _train_fields() -> list[tuple]:
                                                  "seconds passed since the last save (0: "
                                                  "off); an interrupt always saves")],
          dataclasses.field(default=0.0)),
+        *watch_fields(),
     ]
 
 
@@ -51,7 +53,7 @@ def cmd_train(argv: Sequence[str]) -> int:
     build(cfg)  # env + policy checks (e.g. a discrete-only option on a continuous env)
     from ppox.host import interrupts
     from ppox.host.interrupts import EXIT_INTERRUPTED, RunInterrupted
-    from ppox.host.run import print_reporter, summary_lines, train_runs
+    from ppox.host.run import summary_lines, train_runs
     from ppox.host.rundir import resume_command
 
     if args.resume and args.run_dir is None:
@@ -80,11 +82,17 @@ def cmd_train(argv: Sequence[str]) -> int:
     interrupts.set_phase("startup", (
         f"{run_dir} is unchanged; resume with `{resume_command(run_dir, _resume_flags(args))}`"
         if args.resume else "nothing was saved"))
+    from ppox.cli import watch
+    from ppox.host.progress import close as close_progress
+
+    log_opts = watch.logger_options(args)  # a missing package: one error, before the compile
+    evaluator = watch.evaluator(args, cfg, len(seeds), run_dir)
+    reporter = watch.reporter(args)
     try:
         result = train_runs(cfg, [hp] * len(seeds), seeds, run_dir=run_dir,
                             progress_chunks=args.progress_chunks,
                             checkpoint_every=args.checkpoint_every, resume=args.resume,
-                            reporter=None if args.quiet else print_reporter(),
+                            reporter=reporter, logger_options=log_opts, evaluator=evaluator,
                             data_parallel=args.data_parallel,
                             split_networks=args.split_networks, overwrite=args.overwrite,
                             checkpoint_every_s=args.checkpoint_every_s, on_start=announce)
@@ -96,6 +104,9 @@ def cmd_train(argv: Sequence[str]) -> int:
         print(f"interrupted ({signal.Signals(stop.signum).name}): {stop.saved}{again}",
               file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    finally:
+        close_progress(reporter)  # the bar ends (and the cursor comes back) before any text
+    watch.after_training(run_dir)  # RUN_DIR/learning_curve.png
     for line in summary_lines(result):
         print(line, flush=True)
     return 0
@@ -118,6 +129,9 @@ class EvalArgs:
     """brax only: do not write the HTML file"""
     stochastic: bool = False
     """sample actions instead of taking the mode"""
+    video: Path | None = None
+    """also write one deterministic episode as a GIF or MP4 (brax without offscreen OpenGL:
+    its HTML viewer)"""
 
 
 def cmd_eval(argv: Sequence[str]) -> int:
@@ -126,6 +140,16 @@ def cmd_eval(argv: Sequence[str]) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"episodes={args.episodes} must be >= 1")
+    if args.video is not None:
+        from ppox.host.video import prefer_offscreen_gl, record_video
+
+        prefer_offscreen_gl()  # before anything imports mujoco
+        vid = record_video(args.run_dir, args.video, seed=args.seed, run_index=args.run_index)
+        if vid.note:
+            print(f"video: {vid.note}")
+        frames = f"{vid.frames} frames, " if vid.frames else ""
+        print(f"wrote {vid.path} ({frames}{vid.renderer}; episode return "
+              f"{vid.episode_return:.2f}, length {vid.episode_length})")
     out = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed,
                        run_index=args.run_index, html=None if args.no_html else (
                            args.html or args.run_dir / "episode.html"),

@@ -115,6 +115,9 @@ class ChunkLoop:
         while self.done < num_updates and interrupts.requested() is None:
             n = min(self.b.chunk_size, num_updates - self.done)
             state, metrics = chunk_c(state, self.b.hp_batch, jnp.int32(n))
+            ev = self.opts.evaluator
+            if ev is not None and ev.due(self.done + n):
+                ev.evaluate(state, self.done + n)  # this chunk's policy, before the next chunk
             if pending is not None:
                 self._read(pending)
             pending = (metrics, self.done, n)
@@ -143,7 +146,9 @@ class ChunkLoop:
         elapsed, self._t_last = now - self._t_last, now
         self.run_s += elapsed
         self.history.append(host)
-        write_all(self.loggers, start, host, self.b.run_names, now - self._t_train)
+        logged = host if self.opts.evaluator is None else {
+            **host, "eval_return": self.opts.evaluator.column(start, n)}
+        write_all(self.loggers, start, logged, self.b.run_names, now - self._t_train)
         self._report(host, start + n, elapsed)
         interrupts.test_pause("chunk", start + n)
         self.checked = start + n  # every update up to here was looked at
@@ -165,6 +170,9 @@ class ChunkLoop:
             "env_steps": updates_done * self.b.cfg.batch_size, "runs": self.b.num_runs,
             "sps": self.b.num_runs * n * self.b.cfg.batch_size / max(elapsed, 1e-9),
             "recent_return": recent,
+            "eval_return": (self.opts.evaluator.history[-1][1]
+                            if self.opts.evaluator is not None and self.opts.evaluator.history
+                            else None),
         })
 
     def _checkpoint_due(self) -> bool:

@@ -106,6 +106,9 @@ class TrainOptions:
         on_start: called once the run directory's rules hold, before anything compiles,
             with ``{"resume_update": int | None, "complete": bool}`` (the newest intact
             checkpoint of a resume; whether the run had finished).
+        evaluator: evaluation between chunks (``ppox.host.periodic_eval.PeriodicEval``):
+            after a chunk at which ``evaluator.due(updates)``, ``evaluate(state, updates)``
+            (before the next chunk takes the state); logged as ``eval_return``, reported.
     """
 
     run_dir: str | Path | None = None
@@ -124,6 +127,7 @@ class TrainOptions:
     on_nonfinite: Literal["stop", "continue"] | None = None
     notify: Notify = _stderr_notify
     on_start: Callable[[dict[str, Any]], None] | None = None
+    evaluator: Any = None
 
     def validate(self) -> None:
         for name in ("progress_chunks", "chunk_size"):
