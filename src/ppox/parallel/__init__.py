@@ -10,6 +10,11 @@ divides evenly across ``jax.local_devices()``, runs it under ``shard_map`` so ea
 trains its own slice of runs with no communication at all. On a CPU host, XLA runs these
 small programs on one thread per device, so
 ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` uses every core.
+
+Every builder takes ``devices`` (default ``jax.local_devices()``: one process, unchanged).
+After ``ppox.parallel.distributed.initialize``, ``devices=jax.devices()`` builds the same
+programs over one global mesh of every process's devices; ``local_view`` and ``gather`` read
+their outputs back on the host.
 """
 
 from __future__ import annotations
@@ -22,50 +27,124 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ppox.config import ConfigError
 from ppox.parallel.layout import DATA_AXIS, SINGLE, Layout
 
 AXIS = "runs"
 
 
+def spans_processes(devices: Sequence[jax.Device] | None) -> bool:
+    """Whether ``devices`` include another process's (a global mesh)."""
+    if devices is None:
+        return False
+    me = jax.process_index()
+    return any(d.process_index != me for d in devices)
+
+
+def _check_divides(batch: int, devices: Sequence[jax.Device], what: str) -> None:
+    if batch % len(devices):
+        raise ConfigError(f"{batch} {what} do not split evenly across the {len(devices)} "
+                          f"devices of {jax.process_count()} processes: use a multiple of "
+                          f"{len(devices)}")
+
+
 def device_count_for(batch: int, devices: Sequence[jax.Device] | None = None) -> int:
-    """How many local devices a batch of ``batch`` runs is split across (1 if uneven)."""
+    """How many of ``devices`` (default: the local ones) a batch of ``batch`` runs is split
+    across (1 if uneven). Devices of several processes: all of them, or a ``ConfigError``."""
+    if spans_processes(devices):
+        _check_divides(batch, devices, "runs")
+        return len(devices)
     n = len(devices if devices is not None else jax.local_devices())
     while n > 1 and batch % n:
         n -= 1
     return n
 
 
+def _mesh(devices: Sequence[jax.Device] | None, n: int, axis: str) -> Mesh:
+    return Mesh(np.array(list(devices if devices is not None else jax.local_devices())[:n]),
+                (axis,))
+
+
 def batched_jit(fn: Callable[..., Any], in_axes: Sequence[int | None], batch: int,
-                donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
+                donate_argnums: tuple[int, ...] = (),
+                devices: Sequence[jax.Device] | None = None) -> Callable[..., Any]:
     """``jit(vmap(fn, in_axes))``, sharded over devices along the batch axis.
 
     Arguments with ``in_axes[i] is None`` are replicated; every output has the batch axis
     first. With one device (or a batch that does not divide across several) this is plain
-    ``jit(vmap(...))``.
+    ``jit(vmap(...))``. ``devices``: the local ones by default; ``jax.devices()`` after
+    ``ppox.parallel.distributed.initialize`` splits the batch across every process (which
+    must divide it) -- its inputs placed by ``shard_batch`` or ``shard_local_batch``.
     """
     vfn = jax.vmap(fn, in_axes=tuple(in_axes))
-    n_dev = device_count_for(batch)
+    n_dev = device_count_for(batch, devices)
     if n_dev == 1:
         return jax.jit(vfn, donate_argnums=donate_argnums)
-    mesh = Mesh(np.array(jax.local_devices()[:n_dev]), (AXIS,))
+    mesh = _mesh(devices, n_dev, AXIS)
     in_specs = tuple(P() if ax is None else P(AXIS) for ax in in_axes)
     sharded = jax.shard_map(vfn, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS),
                             check_vma=False)
     return jax.jit(sharded, donate_argnums=donate_argnums)
 
 
-def shard_batch(tree: Any, batch: int) -> Any:
-    """Places a batched pytree (leading axis ``batch``) across the devices it will run on."""
-    n_dev = device_count_for(batch)
+def _place_global(tree: Any, sharding: NamedSharding) -> Any:
+    """The same full value given on every process: each process places only the slices of
+    its own devices (``jax.make_array_from_callback``)."""
+    def leaf(x: Any) -> jax.Array:
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(leaf, tree)
+
+
+def shard_batch(tree: Any, batch: int, devices: Sequence[jax.Device] | None = None) -> Any:
+    """Places a batched pytree (leading axis ``batch``) across the devices it will run on.
+    Across processes every process passes the whole batch and keeps only its own rows."""
+    n_dev = device_count_for(batch, devices)
     if n_dev == 1:
         return tree
-    mesh = Mesh(np.array(jax.local_devices()[:n_dev]), (AXIS,))
-    return jax.device_put(tree, NamedSharding(mesh, P(AXIS)))
+    sharding = NamedSharding(_mesh(devices, n_dev, AXIS), P(AXIS))
+    if spans_processes(devices):
+        return _place_global(tree, sharding)
+    return jax.device_put(tree, sharding)
 
+
+def process_rows(batch: int, devices: Sequence[jax.Device]) -> slice:
+    """The rows of a batch of ``batch`` split across ``devices`` that this process holds
+    (its devices' slices, contiguous as ``jax.devices()`` lists each process's together)."""
+    n_dev = device_count_for(batch, devices)
+    per = batch // n_dev
+    mine = [i for i, d in enumerate(list(devices)[:n_dev])
+            if d.process_index == jax.process_index()]
+    if not mine:
+        return slice(0, 0)
+    if mine != list(range(mine[0], mine[-1] + 1)):
+        raise ValueError("this process's devices are not contiguous in the mesh")
+    return slice(mine[0] * per, (mine[-1] + 1) * per)
+
+
+def shard_local_batch(tree: Any, batch: int, devices: Sequence[jax.Device]) -> Any:
+    """The global batch (leading axis ``batch``) from this process's own rows only
+    (``process_rows``), each process building nothing but its shard
+    (``jax.make_array_from_process_local_data``)."""
+    n_dev = device_count_for(batch, devices)
+    sharding = NamedSharding(_mesh(devices, n_dev, AXIS), P(AXIS))
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(
+            sharding, np.asarray(x), (batch, *np.shape(x)[1:])), tree)
+
+
+def replicate(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
+    """``tree`` as the same value on every device: the replicated arguments of a program over
+    several processes (every process passes the same value). One process: unchanged."""
+    if not spans_processes(devices):
+        return tree
+    return _place_global(tree, NamedSharding(_mesh(devices, len(devices), AXIS), P()))
 
 
 def data_parallel_jit(fn: Callable[..., Any], num_shards: int, num_replicated: int,
-                      donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
+                      donate_argnums: tuple[int, ...] = (),
+                      devices: Sequence[jax.Device] | None = None) -> Callable[..., Any]:
     """One run split across ``num_shards`` devices (data parallelism, or network splitting
     with the same axis as ``split_axis``).
 
@@ -73,8 +152,11 @@ def data_parallel_jit(fn: Callable[..., Any], num_shards: int, num_replicated: i
     device axis, and calls collectives over ``DATA_AXIS``. The first argument and every
     output carry a leading device axis ``[num_shards, ...]`` (the output of device ``d``
     at index ``d``); the other ``num_replicated`` arguments are the same on every device.
+    ``devices``: the first ``num_shards`` of them (default: the local devices);
+    ``jax.devices()`` after ``ppox.parallel.distributed.initialize`` spans every process, so
+    P processes of D devices compute what one process of P*D devices does.
     """
-    mesh = Mesh(np.array(jax.local_devices()[:num_shards]), (DATA_AXIS,))
+    mesh = _mesh(devices, num_shards, DATA_AXIS)
 
     def local(sharded: Any, *replicated: Any) -> Any:
         out = fn(jax.tree.map(lambda x: x[0], sharded), *replicated)
@@ -86,10 +168,54 @@ def data_parallel_jit(fn: Callable[..., Any], num_shards: int, num_replicated: i
     return jax.jit(sharded, donate_argnums=donate_argnums)
 
 
-def shard_devices(tree: Any, num_shards: int) -> Any:
-    """Places a pytree with a leading device axis ``[num_shards, ...]`` one slice per device."""
-    mesh = Mesh(np.array(jax.local_devices()[:num_shards]), (DATA_AXIS,))
-    return jax.device_put(tree, NamedSharding(mesh, P(DATA_AXIS)))
+def shard_devices(tree: Any, num_shards: int,
+                  devices: Sequence[jax.Device] | None = None) -> Any:
+    """Places a pytree with a leading device axis ``[num_shards, ...]`` one slice per device
+    (of ``devices``, default the local ones; across processes each process passes the whole
+    tree and keeps its own devices' slices)."""
+    sharding = NamedSharding(_mesh(devices, num_shards, DATA_AXIS), P(DATA_AXIS))
+    if spans_processes(devices):
+        _check_divides(num_shards, devices[:num_shards], "device slices")
+        return _place_global(tree, sharding)
+    return jax.device_put(tree, sharding)
+
+
+def _local_leaf(x: Any) -> np.ndarray:
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)
+    if x.ndim == 0:
+        return np.asarray(x.addressable_data(0))
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    rows: list[np.ndarray] = []
+    seen: set[int] = set()
+    for s in shards:  # replicated slices (several devices of one process) count once
+        if (s.index[0].start or 0) not in seen:
+            seen.add(s.index[0].start or 0)
+            rows.append(np.asarray(s.data))
+    return np.concatenate(rows) if rows else np.zeros((0, *x.shape[1:]), x.dtype)
+
+
+def local_view(tree: Any) -> Any:
+    """The rows of a (leading-axis sharded) output that this process holds, as numpy, in
+    order; no communication. Under data parallelism each row is one device's copy and the
+    replicated parts (parameters, metrics) are the same in every row: row 0 is the run."""
+    return jax.tree.map(_local_leaf, tree)
+
+
+def gather(tree: Any) -> Any:
+    """The whole of a sharded output on every process, as numpy (a collective across
+    processes: every process must call it; e.g. a checkpoint of a batch of runs)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    spread = [i for i, x in enumerate(leaves)
+              if isinstance(x, jax.Array) and not x.is_fully_addressable]
+    out = [None if i in spread else np.asarray(x) for i, x in enumerate(leaves)]
+    if spread:
+        from jax.experimental import multihost_utils
+
+        whole = multihost_utils.process_allgather([leaves[i] for i in spread], tiled=True)
+        for i, x in zip(spread, whole, strict=True):
+            out[i] = np.asarray(x)
+    return jax.tree.unflatten(treedef, out)
 
 
 __all__ = [
@@ -100,6 +226,12 @@ __all__ = [
     "batched_jit",
     "data_parallel_jit",
     "device_count_for",
+    "gather",
+    "local_view",
+    "process_rows",
+    "replicate",
     "shard_batch",
     "shard_devices",
+    "shard_local_batch",
+    "spans_processes",
 ]
