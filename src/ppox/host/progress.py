@@ -124,10 +124,12 @@ class RichProgress:
     def _open(self, info: dict[str, Any]) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        # compact enough for an 80-column terminal: bar, updates, steps, steps/s,
+        # elapsed<ETA, return
         self._progress = Progress(
-            TextColumn("[bold]updates"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("steps {task.fields[steps]}"), TextColumn("{task.fields[sps]} steps/s"),
-            TextColumn("elapsed {task.fields[elapsed]}"), TextColumn("ETA {task.fields[eta]}"),
+            BarColumn(bar_width=12), MofNCompleteColumn(),
+            TextColumn("{task.fields[steps]} steps"), TextColumn("{task.fields[sps]}/s"),
+            TextColumn("{task.fields[elapsed]}<ETA {task.fields[eta]}"),
             TextColumn("return {task.fields[ret]}"),
             console=self.console, auto_refresh=False)
         self._progress.start()
