@@ -189,7 +189,8 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous(moment, tmp_path):
     run = tmp_path / "killed"
     point = "checkpoint_manifest" if moment == "before_manifest" else "checkpoint_start"
     p = _Proc(*TINY, "--checkpoint-every", "1", "--run-dir", str(run),
-              pause=f"{point}@5={60 if moment == 'before_manifest' else 0}")
+              pause=f"{point}@5={60 if moment == 'before_manifest' else 0},chunk@6=60")
+    # (the chunk pause keeps a fast process alive until the kill: it lands by update 6)
     p.wait_for(f"{point} 5")
     if moment != "before_manifest":
         time.sleep(float(moment.split("_")[-1].rstrip("s")))
