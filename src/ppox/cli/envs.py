@@ -61,13 +61,14 @@ def describe(env_id: str) -> dict[str, str]:
 
 
 def cmd_envs(argv: Sequence[str]) -> int:
-    from ppox.envs import brax_ids, gymnax_ids
+    from ppox.envs import brax_ids, gymnax_ids, playground_ids
 
     args = tyro.cli(EnvsArgs, args=list(argv), prog="ppox envs")
     ids = list(args.ids) or (list(gymnax_ids()) if args.details else [])
     if not ids:
         print("gymnax: " + ", ".join(gymnax_ids()))
         print("brax:   " + ", ".join(brax_ids()))
+        print("playground (pip install 'ppox[playground]'): " + ", ".join(playground_ids()))
         print("(`ppox envs ID...` or `ppox envs --details`: observation shape, action space, "
               "time limit and defaults)")
         return 0
