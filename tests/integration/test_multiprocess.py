@@ -118,6 +118,52 @@ def _single_runs() -> dict:
     return {"params": [[p[i] for p in params] for i in range(len(params[0]))], "loss": losses}
 
 
+def _bench(devices, updates: int = 10, repeats: int = 3) -> dict:
+    """Steady-state env steps/s of data-parallel training over ``devices`` (16 envs in all,
+    128 steps, 4 epochs x 4 minibatches: 16 gradient all-reduces per update), and the time
+    of 16 all-reduces of a parameter-sized vector (one update's gradient traffic)."""
+    n = len(devices)
+    cfg = PPOConfig(num_envs=16, num_steps=128, total_timesteps=16 * 128 * updates,
+                    update_epochs=4, num_minibatches=4)
+    layout = Layout("data_parallel", n)
+    init = data_parallel_jit(make_init(cfg, layout), n, 1, devices=devices)
+    chunk = data_parallel_jit(make_train_chunk(cfg, updates, layout), n, 2,
+                              donate_argnums=(0,), devices=devices)
+    hp = replicate(HParams().as_arrays(), devices)
+    steps = replicate(np.int32(updates), devices)
+    state = init(shard_devices(_keys([0] * n), n, devices), hp)
+    size = sum(x[0].size for x in jax.tree.leaves(local_view(state.params)))
+    state, _ = chunk(state, hp, steps)  # warm-up
+    jax.block_until_ready(state)
+    walls = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        state, _ = chunk(state, hp, steps)
+        jax.block_until_ready(state)
+        walls.append(time.perf_counter() - t)
+
+    def reduce16(x):  # [1, size] per device
+        return jax.lax.fori_loop(0, 16, lambda _, v: jax.lax.pmean(v, "data") * 1.0001, x)
+
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(devices), ("data",))
+    allreduce = jax.jit(jax.shard_map(reduce16, mesh=mesh, in_specs=P("data"),
+                                      out_specs=P("data"), check_vma=False))
+    vec = shard_devices(np.ones((n, size), np.float32), n, devices)
+    jax.block_until_ready(allreduce(vec))
+    reduce_s = []
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(allreduce(vec))
+        reduce_s.append(time.perf_counter() - t)
+    best = min(walls)
+    return {"steps_per_s": cfg.num_envs * cfg.num_steps * updates / best,
+            "update_s": best / updates, "walls": walls, "params": int(size),
+            "allreduce16_s": min(reduce_s), "allreduce16_all": reduce_s}
+
+
 def worker(mode: str, coordinator: str, num_processes: int, process_id: int) -> None:
     # the test's own compilation cache: on 2 shared cores compiles are most of the time
     enable_compile_cache()
@@ -134,6 +180,8 @@ def worker(mode: str, coordinator: str, num_processes: int, process_id: int) -> 
             out["dp"] = _data_parallel(jax.devices(), CHUNK_KILL if mode == "kill" else CHUNKS)
         if mode == "train":
             out["seeds"] = _seed_batch(jax.devices())
+        if mode == "bench":
+            out["bench"] = _bench(jax.devices())
         if mode == "reference":
             out["dp"] = _data_parallel(jax.local_devices())
             out["seeds"] = _single_runs()
