@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import tyro
 
@@ -43,6 +45,31 @@ def _resume_flags(args: object) -> str:
     return out + (" --quiet" if args.quiet else "")
 
 
+def _check_run_flags(args: Any) -> None:
+    if args.resume and args.run_dir is None:
+        raise ConfigError("--resume needs --run-dir pointing at the run to continue")
+    if args.data_parallel and args.split_networks:
+        raise ConfigError("--data-parallel and --split-networks are two ways to spread one "
+                          "run over devices; choose one (a config file's `layout` sets one: "
+                          "--no-data-parallel / --no-split-networks turns it off)")
+    for flag, given in (("--data-parallel", args.data_parallel),
+                        ("--split-networks", args.split_networks)):
+        if given and args.num_seeds != 1:
+            raise ConfigError(f"{flag} spreads one run across devices; use --num-seeds 1")
+
+
+def _announce(args: Any, cfg: Any, run_dir: Path, info: dict) -> None:
+    """The first line, once the run directory's rules hold (nothing compiled yet)."""
+    if info["complete"]:
+        print(f"{run_dir}: the run is complete ({cfg.num_updates} updates); nothing to "
+              "train", flush=True)
+        return
+    start = (f", resuming at update {info['resume_update']}"
+             if info["resume_update"] is not None else "")
+    print(f"training {cfg.env_id}: {args.num_seeds} seed(s), {cfg.num_updates} updates of "
+          f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {run_dir}{start}", flush=True)
+
+
 def cmd_train(argv: Sequence[str]) -> int:
     args, cfg, hp = resolve_train_args(argv, extra_fields=_train_fields())
     from ppox._platform import apply_env_cpu_xla_flags
@@ -56,29 +83,9 @@ def cmd_train(argv: Sequence[str]) -> int:
     from ppox.host.run import summary_lines, train_runs
     from ppox.host.rundir import resume_command
 
-    if args.resume and args.run_dir is None:
-        raise ConfigError("--resume needs --run-dir pointing at the run to continue")
+    _check_run_flags(args)
     run_dir = args.run_dir or _default_run_dir(cfg.env_id)
     seeds = [args.seed + i for i in range(args.num_seeds)]
-    if args.data_parallel and args.split_networks:
-        raise ConfigError("--data-parallel and --split-networks are two ways to spread one "
-                          "run over devices; choose one (a config file's `layout` sets one: "
-                          "--no-data-parallel / --no-split-networks turns it off)")
-    for flag, given in (("--data-parallel", args.data_parallel),
-                        ("--split-networks", args.split_networks)):
-        if given and args.num_seeds != 1:
-            raise ConfigError(f"{flag} spreads one run across devices; use --num-seeds 1")
-
-    def announce(info: dict) -> None:  # the run dir's rules hold; nothing compiled yet
-        if info["complete"]:
-            print(f"{run_dir}: the run is complete ({cfg.num_updates} updates); nothing to "
-                  "train", flush=True)
-            return
-        start = (f", resuming at update {info['resume_update']}"
-                 if info["resume_update"] is not None else "")
-        print(f"training {cfg.env_id}: {args.num_seeds} seed(s), {cfg.num_updates} updates of "
-              f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {run_dir}{start}", flush=True)
-
     interrupts.set_phase("startup", (
         f"{run_dir} is unchanged; resume with `{resume_command(run_dir, _resume_flags(args))}`"
         if args.resume else "nothing was saved"))
@@ -95,10 +102,9 @@ def cmd_train(argv: Sequence[str]) -> int:
                             reporter=reporter, logger_options=log_opts, evaluator=evaluator,
                             data_parallel=args.data_parallel,
                             split_networks=args.split_networks, overwrite=args.overwrite,
-                            checkpoint_every_s=args.checkpoint_every_s, on_start=announce)
+                            checkpoint_every_s=args.checkpoint_every_s,
+                            on_start=partial(_announce, args, cfg, run_dir))
     except RunInterrupted as stop:
-        import signal
-
         again = (f"; resume with: {resume_command(run_dir, _resume_flags(args))}"
                  if stop.checkpoint_step is not None else "")
         print(f"interrupted ({signal.Signals(stop.signum).name}): {stop.saved}{again}",
