@@ -79,7 +79,7 @@ class EnvSpec:
 
     Attributes:
         env_id: the id it was made from.
-        obs_shape: shape of one flat observation, ``(obs_dim,)``.
+        obs_shape: shape of one observation: ``(obs_dim,)``, or an image ``(H, W, C)``.
         action_space: ``Discrete`` or ``Box``.
         max_episode_steps: the time limit after which an episode is truncated.
     """
