@@ -54,6 +54,17 @@ def test_recurrent_vmap_over_seeds_equals_single_runs():
     assert float(jnp.abs(carry["critic"]).max()) > 0  # the critic's own state advanced
 
 
+def test_a_recurrent_cnn_trains_on_normalized_frames():
+    cfg = PPOConfig(env_id="Breakout-MinAtar", normalize_obs=True, recurrent=True, gru_size=16,
+                    cnn_dense=(32,), num_envs=4, num_steps=16, num_minibatches=2,
+                    total_timesteps=4 * 16 * 2)
+    state, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0), HParams())
+    assert state.obs_stats.mean.shape == (10, 10, 4)  # per-pixel, per-channel statistics
+    assert float(jnp.abs(state.obs_stats.mean).max()) > 0
+    assert np.isfinite(np.asarray(metrics["loss"])).all()
+    assert state.env.policy_carry["actor"].shape == (4, 16)
+
+
 def test_recurrent_resume_eval_and_load_policy(tmp_path):
     hp = [HParams()]
     full = train_runs(GRU, hp, [5], run_dir=tmp_path / "full", chunk_size=1)
