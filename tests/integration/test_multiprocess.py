@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ from ppox.parallel import (
     replicate,
     shard_devices,
     shard_local_batch,
+    spans_processes,
 )
 
 CHUNKS, CHUNK_SIZE, SEEDS, LRS = 3, 2, (3, 4), (2.5e-4, 1e-3)
@@ -321,6 +323,29 @@ def test_unreachable_coordinator_is_a_clear_error(tmp_path):
     assert "cannot reach the coordinator at 127.0.0.1" in err and \
         f"within {TIMEOUT_S} s" in err, err[-2000:]
     assert time.monotonic() - started < 60
+
+
+def test_one_process_helpers_and_bad_starts_in_process():
+    """Without the runtime: the helpers are identities over this process's devices, and bad
+    arguments are one error before anything connects."""
+    devices = jax.local_devices()
+    assert distributed.initialize() == distributed.Processes.current()
+    assert distributed.is_writer() and not spans_processes(devices)
+    assert process_rows(2 * len(devices), devices) == slice(0, 2 * len(devices))
+    tree = {"a": np.arange(6.0).reshape(3, 2)}
+    assert replicate(tree, devices) is tree
+    assert np.array_equal(local_view(jax.numpy.asarray(tree["a"])), tree["a"])
+    assert np.array_equal(gather(tree)["a"], tree["a"])
+    distributed.check_same_settings({"num_envs": 4})  # one process: nothing to compare
+    assert distributed.settings_digest({"a": 1, "b": 2}) == \
+        distributed.settings_digest({"b": 2, "a": 1})
+    for args, message in [(("localhost", 2, 0), "is not HOST:PORT"),
+                          (("127.0.0.1:1234", 2, None), "needs --num-processes P"),
+                          (("127.0.0.1:1234", 2, 2), "must be in [0, num_processes)"),
+                          ((None, 2, 1), "need --coordinator HOST:PORT"),
+                          (("127.0.0.1:1234", 2, 1), "before JAX uses a device")]:
+        with pytest.raises(distributed.DistributedError, match=re.escape(message)):
+            distributed.initialize(*args)
 
 
 if __name__ == "__main__":

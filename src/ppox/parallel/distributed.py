@@ -145,19 +145,19 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         return Processes.current()
     if timeout_s < 1:
         raise DistributedError(f"timeout_s={timeout_s} must be at least 1 second")
+    host, port = _host_port(coordinator) if coordinator is not None else ("", 0)
+    if coordinator is not None and not auto:
+        _check_counts(num_processes, process_id)
     if jax.distributed.is_initialized():
         raise DistributedError("the distributed runtime is already initialized in this process")
     if _backends_started():
         raise DistributedError("the distributed runtime must start before JAX uses a device "
                                "(call ppox.parallel.distributed.initialize first)")
-    if coordinator is not None:
-        host, port = _host_port(coordinator)
-        if not auto:
-            _check_counts(num_processes, process_id)
-            if process_id == 0:
-                _check_port_free(port)
-            else:
-                _wait_for_coordinator(host, port, timeout_s)
+    if coordinator is not None and not auto:
+        if process_id == 0:
+            _check_port_free(port)
+        else:
+            _wait_for_coordinator(host, port, timeout_s)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(
