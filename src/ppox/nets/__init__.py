@@ -1,6 +1,8 @@
 """Networks by composition: a torso (``ppox.nets.torso``) and a linear output layer make a
 ``Network``; an actor network with an action head (``ppox.nets.heads``) and a critic
-network make the ``Policy``.
+network make the ``Policy``. The torsos are ``MLPTorso`` (``torso.py``), ``CNNTorso``
+(``cnn.py``, for ``[H, W, C]`` images) and ``GRUTorso`` (``recurrent.py``, a GRU over either);
+``make_torso`` picks one from ``PPOConfig.torso`` / ``recurrent`` and the observation shape.
 
 Initialization follows the common PPO implementations (CleanRL, PureJaxRL): orthogonal
 weights with gain sqrt(2) in hidden layers, 0.01 on the policy output and 1.0 on the value
