@@ -42,12 +42,13 @@ from ppox.parallel import (
 
 CHUNKS, CHUNK_SIZE, SEEDS, LRS = 3, 2, (3, 4), (2.5e-4, 1e-3)
 TIMEOUT_S = 15  # the runtime's start-up / heartbeat timeout in these tests
+UNREACHABLE_S = 3  # how long a process without a coordinator waits for it
 
 
 def _config(num_envs: int = 4):
     return PPOConfig(num_envs=num_envs, num_steps=32,
                      total_timesteps=num_envs * 32 * CHUNKS * CHUNK_SIZE, update_epochs=2,
-                     num_minibatches=2)
+                     num_minibatches=2, normalize_obs=True)  # statistics synced across all
 
 
 def _keys(seeds) -> np.ndarray:
@@ -171,7 +172,8 @@ def worker(mode: str, coordinator: str, num_processes: int, process_id: int) -> 
     enable_compile_cache()
     with distributed.exit_on_peer_failure():
         procs = distributed.initialize(None if coordinator == "-" else coordinator,
-                                       num_processes, process_id, timeout_s=TIMEOUT_S)
+                                       num_processes, process_id,
+                                       timeout_s=UNREACHABLE_S if mode == "alone" else TIMEOUT_S)
         print(f"process {procs.process_id} of {procs.num_processes}: "
               f"{procs.local_devices} of {procs.devices} devices", flush=True)
         settings = {"num_envs": _config(8 if mode == "mismatch" and process_id else 4)
@@ -317,11 +319,11 @@ def test_mismatched_settings_are_one_error_on_every_process(tmp_path):
 
 def test_unreachable_coordinator_is_a_clear_error(tmp_path):
     started = time.monotonic()
-    p, = _finish(_launch(tmp_path, "train", 2, ids=(1,)), 80)  # no process 0
+    p, = _finish(_launch(tmp_path, "alone", 2, ids=(1,)), 80)  # no process 0
     err = p.text()[1]
     assert p.popen.returncode not in (0, None)
     assert "cannot reach the coordinator at 127.0.0.1" in err and \
-        f"within {TIMEOUT_S} s" in err, err[-2000:]
+        f"within {UNREACHABLE_S} s" in err, err[-2000:]
     assert time.monotonic() - started < 60
 
 
