@@ -193,6 +193,7 @@ def test_recurrent_policy_remembers_what_feed_forward_cannot():
     hp = HParams(learning_rate=1e-3)
     gru = _final_returns(MEMORY.replace(recurrent=True), hp, seeds=2, last=4)
     mlp = _final_returns(MEMORY, hp, seeds=2, last=4)
+    # measured: gru [0.993, 0.994], mlp [-0.009, -0.022]
     assert gru.min() > 0.8 and mlp.max() < 0.3 and gru.min() - mlp.max() > 0.5, (gru, mlp)
 
 
