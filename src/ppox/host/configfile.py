@@ -20,9 +20,10 @@ import os
 import tempfile
 import tomllib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import tomli_w
 
@@ -141,21 +142,27 @@ def run_file_dict(cfg: PPOConfig, hp: HParams, seed: int, num_seeds: int = 1,
     }
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Writes via a temporary file in the same directory and ``os.replace``: a reader sees
-    the old file or the new one, never half of one."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Calls ``write(file)`` on a temporary file in the same directory, syncs it and
+    ``os.replace``s it into place: a reader (or a crash) sees the old file or the new one,
+    never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """``text`` written atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_run_file(path: str | Path, cfg: PPOConfig, hp: HParams, seed: int,

@@ -18,9 +18,7 @@ compile), since a changed spec, base or plan would mix two different sweeps in o
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 import tomli_w
 
 from ppox.config import ConfigError
+from ppox.host.configfile import atomic_write, atomic_write_text
 from ppox.sweep.plan import Batch, BatchPlan
 
 BASE_FILE = "base.toml"
@@ -126,8 +125,6 @@ class SweepDir:
                 child.unlink()
 
     def _write_record(self, record: SweepRecord) -> None:
-        from ppox.host.configfile import atomic_write_text
-
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path / BASE_FILE, tomli_w.dumps(record.base))
@@ -228,19 +225,9 @@ class SweepDir:
 
 
 def write_npz(path: Path, compressed: bool = False, **arrays: np.ndarray) -> None:
-    """``np.savez`` through a temporary file in the same directory and ``os.replace``: after
-    a crash the file is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``np.savez`` written atomically: after a crash the file is whole or absent."""
+    save = np.savez_compressed if compressed else np.savez
+    atomic_write(path, lambda f: save(f, **arrays))
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], where: str = "",
