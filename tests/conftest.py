@@ -12,3 +12,19 @@ os.environ.setdefault("PPOX_CPU_DEVICES", "1")
 from ppox._platform import use_unrolled_threefry_on_cpu
 
 use_unrolled_threefry_on_cpu()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def fresh_backend(monkeypatch):
+    """Pretend JAX has not started its backends (the state `ppox train` and a benchmark
+    worker start in), with a 2-device XLA_FLAGS and no platform or per-env flag overrides."""
+    from jax._src import xla_bridge
+
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.delenv("PPOX_ENV_XLA_FLAGS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    return monkeypatch

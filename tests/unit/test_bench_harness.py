@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from jax._src import xla_bridge
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -101,16 +100,6 @@ def test_scaling_table_rows():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells == ["E", "4", "128", "12,346", "7.2", "2.00", "300"]
     assert "FAILED: boom" in failed
-
-
-@pytest.fixture
-def fresh_backend(monkeypatch):
-    """Pretend JAX has not started its backends (the state a worker starts in)."""
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
-    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
-    monkeypatch.delenv("PPOX_ENV_XLA_FLAGS", raising=False)
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    return monkeypatch
 
 
 def test_benchmark_workers_set_up_like_ppox_train(fresh_backend):

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from jax._src import xla_bridge
 
 from ppox import _platform
 
 HALFCHEETAH_FLAGS = _platform.ENV_CPU_XLA_FLAGS["brax/halfcheetah"]
-
-
-@pytest.fixture
-def fresh_backend(monkeypatch):
-    """Pretend JAX has not started its backends (the state `ppox train` runs in)."""
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
-    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
-    monkeypatch.delenv("PPOX_ENV_XLA_FLAGS", raising=False)
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    return monkeypatch
 
 
 def test_flags_added_for_a_measured_env_only(fresh_backend):
