@@ -118,16 +118,22 @@ def mlp_forward_flops(in_dim: int, hidden: Sequence[int], out_dim: int) -> int:
 class FlopCount:
     """FLOPs of one PPO update (one rollout of ``N = T * B`` steps plus its SGD epochs).
 
-    ``useful`` is what any PPO must compute (backward = 2 x forward): the rollout runs the
-    actor on ``N`` rows and the critic on ``N + B`` (a bootstrap row per env); the update
-    runs ``epochs`` forward+backward passes of actor and critic over the ``N`` rows.
+    ``useful`` is what any PPO must compute: the rollout runs the actor on ``N`` rows and
+    the critic on ``N + B`` (a bootstrap row per env); the update runs ``epochs``
+    forward+backward passes of actor and critic over the ``N`` rows, a backward pass costing
+    2 x the forward except in the layer that reads the observation (1 x: no gradient for
+    the input itself; ``input_row`` is that layer's forward FLOPs, actor + critic).
     ``executed_extra`` is what ppox runs beyond that: its critic pass covers ``2 N`` rows
     (obs and final obs, see ``ppox.rollout``) and a diagnostics forward pass of both
-    networks on ``N`` rows follows the update.
+    networks on ``N`` rows follows the update. A row's FLOPs come from the torso
+    (``row_flops()`` of ``ppox.nets``: dense layers, convolutions at every output position,
+    a GRU's six gate matmuls per step); a recurrent update replays each row once per epoch,
+    as a feed-forward one does.
     """
 
     actor_row: int  # forward FLOPs of the actor for one row
     critic_row: int  # forward FLOPs of the critic for one row
+    input_row: int  # forward FLOPs of both networks' observation-reading layers, one row
     env_steps: int  # N, env steps per update
     rollout: int
     update: int
@@ -150,28 +156,40 @@ class FlopCount:
                 "useful_per_step": self.useful_per_step}
 
 
-def ppo_flops(obs_dim: int, num_outputs: int, actor_hidden: Sequence[int],
-              critic_hidden: Sequence[int], num_envs: int, num_steps: int,
-              update_epochs: int) -> FlopCount:
-    """The :class:`FlopCount` of one update from the layer shapes. ``num_outputs``: logits
-    or means (a state-independent log-std costs no matmul). The minibatch count does not
-    change the total: every row is used once per epoch."""
-    a = mlp_forward_flops(obs_dim, actor_hidden, num_outputs)
-    c = mlp_forward_flops(obs_dim, critic_hidden, 1)
-    n = num_envs * num_steps
-    return FlopCount(actor_row=a, critic_row=c, env_steps=n,
+def update_flops(actor_row: int, critic_row: int, input_row: int, num_envs: int,
+                 num_steps: int, update_epochs: int) -> FlopCount:
+    """The :class:`FlopCount` of one update from each network's forward FLOPs per row (and
+    ``input_row``, see :class:`FlopCount`). The minibatch count does not change the total:
+    every row is used once per epoch."""
+    a, c, i, n = int(actor_row), int(critic_row), int(input_row), num_envs * num_steps
+    return FlopCount(actor_row=a, critic_row=c, input_row=i, env_steps=n,
                      rollout=n * a + (n + num_envs) * c,
-                     update=update_epochs * n * 3 * (a + c),
+                     update=update_epochs * n * (3 * (a + c) - i),
                      executed_extra=(n - num_envs) * c + n * (a + c))
 
 
+def ppo_flops(obs_dim: int, num_outputs: int, actor_hidden: Sequence[int],
+              critic_hidden: Sequence[int], num_envs: int, num_steps: int,
+              update_epochs: int) -> FlopCount:
+    """:func:`update_flops` for MLP actor and critic. ``num_outputs``: logits or means (a
+    state-independent log-std costs no matmul)."""
+    first = [mlp_forward_flops(obs_dim, (), (hidden or (out,))[0])
+             for hidden, out in ((actor_hidden, num_outputs), (critic_hidden, 1))]
+    return update_flops(mlp_forward_flops(obs_dim, actor_hidden, num_outputs),
+                        mlp_forward_flops(obs_dim, critic_hidden, 1), sum(first),
+                        num_envs, num_steps, update_epochs)
+
+
 def flops_for_config(cfg: PPOConfig) -> FlopCount:
-    """:func:`ppo_flops` for a ``PPOConfig`` (builds the env to read its spec)."""
+    """:func:`update_flops` for a ``PPOConfig``'s policy (MLP, CNN or GRU torsos; builds the
+    env to read its spec)."""
+    from ppox.nets import make_policy
     from ppox.trainer import env_for
 
-    spec = env_for(cfg).spec
-    return ppo_flops(math.prod(spec.obs_shape), spec.action_dim, cfg.actor_hidden,
-                     cfg.critic_hidden, cfg.num_envs, cfg.num_steps, cfg.update_epochs)
+    policy = make_policy(cfg, env_for(cfg).spec)
+    return update_flops(policy.actor.row_flops(), policy.critic.row_flops(),
+                        policy.actor.input_flops() + policy.critic.input_flops(),
+                        cfg.num_envs, cfg.num_steps, cfg.update_epochs)
 
 
 def xla_flops(fn: Callable[..., Any], *args: Any) -> float | None:
@@ -190,14 +208,16 @@ def xla_flops(fn: Callable[..., Any], *args: Any) -> float | None:
 
 def xla_flop_check(cfg: PPOConfig, rows: int | None = None) -> dict[str, Any]:
     """The analytic counts against XLA's on ``rows`` rows (default: one minibatch): the actor
-    forward, and the gradient of ``sum(actor) + sum(critic)`` (analytic: 3 x forward). XLA
-    also counts element-wise ops (tanh, bias adds), so it runs a few percent higher."""
+    forward, and the gradient of ``sum(actor) + sum(critic)`` with respect to the parameters
+    and any recurrent carry (analytic: 3 x forward less the input layers' input gradient).
+    XLA also counts element-wise ops (tanh, bias adds, a GRU's gates), so it runs a few
+    percent higher."""
     import jax
     import jax.numpy as jnp
 
-    params, obs_shape, actor, critic = _policy_forward(cfg)
-    fc = flops_for_config(cfg)
     rows = rows or cfg.minibatch_size
+    params, obs_shape, actor, critic = _policy_forward(cfg, rows)
+    fc = flops_for_config(cfg)
     obs = jnp.ones((rows, *obs_shape), jnp.float32)
 
     def both(p: Any, x: jax.Array) -> jax.Array:
@@ -207,7 +227,7 @@ def xla_flop_check(cfg: PPOConfig, rows: int | None = None) -> dict[str, Any]:
     for name, xla, analytic in (
             ("actor_forward", xla_flops(actor, params, obs), rows * fc.actor_row),
             ("fwd_bwd", xla_flops(jax.grad(both), params, obs),
-             3 * rows * (fc.actor_row + fc.critic_row))):
+             rows * (3 * (fc.actor_row + fc.critic_row) - fc.input_row))):
         out[name] = {"analytic": analytic, "xla": xla,
                      "xla_over_analytic": None if xla is None else xla / analytic}
     return out
@@ -239,18 +259,25 @@ def matmul_peak(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict
 # --- Seams to the core: the only code here that knows ppox's policy, rollout and trainer ---------
 
 
-def _policy_forward(cfg: PPOConfig) -> tuple[Any, tuple[int, ...], Callable[..., Any],
-                                       Callable[..., Any]]:
-    """``(params, obs_shape, actor(params, obs), critic(params, obs))`` of a fresh policy."""
+def _policy_forward(cfg: PPOConfig, rows: int) -> tuple[Any, tuple[int, ...],
+                                                   Callable[..., Any], Callable[..., Any]]:
+    """``(inputs, obs_shape, actor(inputs, obs), critic(inputs, obs))`` of a fresh policy on
+    ``rows`` rows: ``inputs`` holds the parameters and each network's carry (a recurrent
+    torso's state, an input like the parameters so that a gradient flows into it, as it
+    does through the steps of a replayed sequence; ``()`` for the others)."""
     import jax
 
     from ppox.trainer import build
 
-    setup = build(cfg)
-    policy = setup.policy
-    params = policy.init(jax.random.PRNGKey(0))
-    return (params, tuple(setup.env.spec.obs_shape),
-            lambda p, x: policy.actor.apply(p["actor"], x)[0], policy.value)
+    policy = build(cfg).policy
+    inputs = {"params": policy.init(jax.random.PRNGKey(0)),
+              "carry": policy.initial_carry((rows,))}
+
+    def forward(net: Any, name: str) -> Callable[..., Any]:
+        return lambda i, x: net.apply(i["params"][name], x, i["carry"][name])[0]
+
+    return (inputs, tuple(policy.spec.obs_shape), forward(policy.actor, "actor"),
+            forward(policy.critic, "critic"))
 
 
 def _rollout_program(cfg: PPOConfig, hp: HParams) -> Program:

@@ -22,39 +22,69 @@ def test_mlp_forward_flops_cartpole_by_hand():
 def test_ppo_flops_small_case_by_hand():
     # obs 3, one hidden layer of 5, 2 actor outputs; 2 envs x 3 steps, 2 epochs.
     # actor row a = 2*(3*5 + 5*2) = 50; critic row c = 2*(3*5 + 5*1) = 40; N = 6 rows.
+    # input layers (3 -> 5, both networks): i = 2 * 2*3*5 = 60, their backward needs no
+    # input gradient.
     # rollout = N*a + (N + B)*c = 6*50 + 8*40 = 620
-    # update  = epochs * N * 3 * (a + c) = 2 * 6 * 3 * 90 = 3240
+    # update  = epochs * N * (3 * (a + c) - i) = 2 * 6 * (270 - 60) = 2520
     # executed extra = (N - B)*c (ppox's critic covers 2N rows) + N*(a + c) (diagnostics)
     #                = 4*40 + 6*90 = 700
     fc = diagnostics.ppo_flops(3, 2, (5,), (5,), num_envs=2, num_steps=3, update_epochs=2)
-    assert (fc.actor_row, fc.critic_row, fc.env_steps) == (50, 40, 6)
+    assert (fc.actor_row, fc.critic_row, fc.input_row, fc.env_steps) == (50, 40, 60, 6)
     assert fc.rollout == 620
-    assert fc.update == 3240
-    assert fc.useful == 3860
-    assert fc.executed == 3860 + 700
-    assert fc.useful_per_step == pytest.approx(3860 / 6)
+    assert fc.update == 2520
+    assert fc.useful == 3140
+    assert fc.executed == 3140 + 700
+    assert fc.useful_per_step == pytest.approx(3140 / 6)
     d = fc.as_dict()
-    assert (d["useful"], d["executed"], d["rollout"]) == (3860, 4560, 620)
+    assert (d["useful"], d["executed"], d["rollout"]) == (3140, 3840, 620)
 
 
 def test_flops_for_config_reads_the_env_spec():
     cfg = PPOConfig(num_envs=4, num_steps=128, update_epochs=4)
     fc = diagnostics.flops_for_config(cfg)
-    assert (fc.actor_row, fc.critic_row) == (8960, 8832)
-    # 512 rows: 512*8960 + 516*8832 + 4*512*3*17792
-    assert fc.useful == 512 * 8960 + 516 * 8832 + 4 * 512 * 3 * 17792
+    assert (fc.actor_row, fc.critic_row, fc.input_row) == (8960, 8832, 2 * 2 * 4 * 64)
+    # 512 rows: 512*8960 + 516*8832 + 4*512*(3*17792 - 1024)
+    assert fc.useful == 512 * 8960 + 516 * 8832 + 4 * 512 * (3 * 17792 - 1024)
 
 
-def test_xla_cost_analysis_agrees_with_the_analytic_count():
-    check = diagnostics.xla_flop_check(PPOConfig(num_envs=4, num_steps=8, num_minibatches=2),
-                                       rows=16)
-    assert check["actor_forward"]["analytic"] == 16 * 8960
-    assert check["fwd_bwd"]["analytic"] == 3 * 16 * (8960 + 8832)
+def test_cnn_and_gru_flops_by_hand():
+    # Breakout-MinAtar: 10x10x4 frames, 3 actions. CNN: one 3x3 conv to 16 channels at
+    # 8*8 output positions (2*36*16 each = 73,728), 1024 -> 128 dense (262,144), 128 -> 3
+    # (768) for the actor, 128 -> 1 (256) for the critic.
+    cnn = PPOConfig(env_id="Breakout-MinAtar", torso="cnn", cnn_channels=(16,),
+                    cnn_dense=(128,), num_envs=4, num_steps=8, num_minibatches=2)
+    fc = diagnostics.flops_for_config(cnn)
+    assert (fc.actor_row, fc.critic_row) == (73728 + 262144 + 768, 73728 + 262144 + 256)
+    assert fc.input_row == 2 * 73728
+    # a GRU of 32 on CartPole's 4 -> 64 -> 64 MLP: three input gates 64 -> 32 and three
+    # hidden gates 32 -> 32 per step, then 32 -> 2 (actor) / 32 -> 1 (critic).
+    gru = PPOConfig(recurrent=True, gru_size=32, num_envs=4, num_steps=8, num_minibatches=2)
+    fc = diagnostics.flops_for_config(gru)
+    mlp = 2 * (4 * 64 + 64 * 64)
+    gates = 3 * 2 * 64 * 32 + 3 * 2 * 32 * 32
+    assert (fc.actor_row, fc.critic_row) == (mlp + gates + 2 * 32 * 2, mlp + gates + 2 * 32)
+    assert fc.input_row == 2 * 2 * 4 * 64
+
+
+@pytest.mark.parametrize("cfg", [
+    PPOConfig(num_envs=4, num_steps=8, num_minibatches=2),
+    PPOConfig(env_id="Breakout-MinAtar", torso="cnn", num_envs=4, num_steps=8,
+              num_minibatches=2),
+    PPOConfig(env_id="Breakout-MinAtar", torso="cnn", recurrent=True, num_envs=4, num_steps=8,
+              num_minibatches=2),
+    PPOConfig(recurrent=True, num_envs=4, num_steps=8, num_minibatches=2),
+], ids=["mlp", "cnn", "gru(cnn)", "gru(mlp)"])
+def test_xla_cost_analysis_agrees_with_the_analytic_count(cfg):
+    check = diagnostics.xla_flop_check(cfg, rows=16)
+    fc = diagnostics.flops_for_config(cfg)
+    assert check["actor_forward"]["analytic"] == 16 * fc.actor_row
+    assert check["fwd_bwd"]["analytic"] == \
+        16 * (3 * (fc.actor_row + fc.critic_row) - fc.input_row)
     for part in ("actor_forward", "fwd_bwd"):
         r = check[part]["xla_over_analytic"]
         if r is None:  # no cost analysis on this backend
             pytest.skip("XLA cost analysis unavailable")
-        # XLA also counts element-wise ops (bias adds, tanh): a few percent more at most.
+        # XLA also counts element-wise ops (bias adds, tanh, gates): a few percent more at most.
         assert 0.95 <= r <= 1.10, (part, check[part])
 
 

@@ -48,6 +48,15 @@ class Network:
         """The orthogonal-init gain of every kernel, the output layer's last."""
         return [*self.torso.gains(), self.out_gain]
 
+    def row_flops(self) -> int:
+        """Matmul FLOPs of one observation through the torso and the output layer."""
+        return self.torso.row_flops() + 2 * self.torso.out_dim * self.out_dim
+
+    def input_flops(self) -> int:
+        """The share of ``row_flops`` of the layer that reads the observation: a gradient
+        pass costs ``2 * row_flops - input_flops`` (no gradient for the input itself)."""
+        return self.torso.input_flops() if self.torso.matrices() else self.row_flops()
+
     def init(self, key: jax.Array) -> Params:
         shapes = [*self.torso.matrices(), (self.torso.out_dim, self.out_dim)]
         kernels = orthogonal_kernels(key, shapes, self.gains())

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from ppox.nets.torso import ACTIVATIONS, HIDDEN_GAIN, Carry, Params, dense, dense_params
+from ppox.nets.torso import (
+    ACTIVATIONS,
+    HIDDEN_GAIN,
+    Carry,
+    Params,
+    dense,
+    dense_params,
+    matmul_flops,
+)
 
 KERNEL = 3
 
@@ -80,6 +88,26 @@ class CNNTorso:
 
     def gains(self) -> list[float]:
         return [HIDDEN_GAIN] * (len(self.channels) + len(self.dense))
+
+    def row_flops(self) -> int:
+        """One image's forward matmul FLOPs: each conv layer's patch matrix applied at
+        every output position (``H' * W'`` rows of ``9 * cin`` -> ``cout``), then the dense
+        layers."""
+        n = len(self.channels)
+        mats = self.matrices()
+        h, w = self.obs_shape[0], self.obs_shape[1]
+        total = 0
+        for i, mat in enumerate(mats[:n]):
+            positions = (h - (KERNEL - 1) * (i + 1)) * (w - (KERNEL - 1) * (i + 1))
+            total += matmul_flops([mat], rows=positions)
+        return total + matmul_flops(mats[n:])
+
+    def input_flops(self) -> int:
+        """The first layer's share of ``row_flops`` (its backward needs no input gradient)."""
+        if not self.channels:
+            return matmul_flops(self.matrices()[:1])
+        h, w = self.obs_shape[0] - KERNEL + 1, self.obs_shape[1] - KERNEL + 1
+        return matmul_flops(self.matrices()[:1], rows=h * w)
 
     def build(self, kernels: list[jax.Array]) -> Params:
         n = len(self.channels)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from ppox.nets.cnn import CNNTorso
-from ppox.nets.torso import Carry, MLPTorso, Params, dense_params
+from ppox.nets.torso import Carry, MLPTorso, Params, dense_params, matmul_flops
 
 GRU_NAME = "GRUCell_0"
 GRU_GAIN = 1.0
@@ -52,6 +52,18 @@ class GRUTorso:
 
     def gains(self) -> list[float]:
         return [*self.inner.gains(), *[GRU_GAIN] * 6]
+
+    def row_flops(self) -> int:
+        """The inner torso's FLOPs plus the GRU's six gate matmuls (three on the features,
+        three on the state) for one step of one env; the gates' element-wise work is not
+        counted."""
+        n = len(self.inner.matrices())
+        return self.inner.row_flops() + matmul_flops(self.matrices()[n:])
+
+    def input_flops(self) -> int:
+        """The inner torso's first layer (its backward needs no input gradient)."""
+        return self.inner.input_flops() if self.inner.matrices() else \
+            matmul_flops(self.matrices()[:3])
 
     def build(self, kernels: list[jax.Array]) -> Params:
         n = len(self.inner.matrices())

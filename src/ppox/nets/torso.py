@@ -10,6 +10,8 @@ touching the trainer::
     head_name                                 the key of the linear layer put on top of it
     initial_carry(batch_shape) -> carry       () for a feed-forward torso
     apply(params, x, carry, reset) -> (features, carry)
+    row_flops() -> int                        matmul FLOPs of one observation's forward pass
+    input_flops() -> int                      those of the layer that reads the observation
 
 ``x`` is ``[*batch, *obs_shape]``; a feed-forward torso accepts any batch shape and ignores
 ``carry``/``reset``; a recurrent one takes one step of ``[B, *obs_shape]`` and resets its
@@ -40,6 +42,12 @@ ACTIVATIONS = {
 }
 
 HIDDEN_GAIN = math.sqrt(2.0)
+
+
+def matmul_flops(matrices: list[tuple[int, int]], rows: int = 1) -> int:
+    """FLOPs of ``rows`` rows through each ``(fan_in, fan_out)`` matrix: ``2 * a * b`` per
+    row and matrix (a multiply and an add per weight)."""
+    return sum(2 * rows * a * b for a, b in matrices)
 
 
 def dense(params: Params, x: jax.Array) -> jax.Array:
@@ -79,6 +87,15 @@ class MLPTorso:
 
     def gains(self) -> list[float]:
         return [HIDDEN_GAIN] * len(self.hidden)
+
+    def row_flops(self) -> int:
+        """``2 * fan_in * fan_out`` per dense layer (bias adds and activations, O(width),
+        are not counted)."""
+        return matmul_flops(self.matrices())
+
+    def input_flops(self) -> int:
+        """The first layer's share of ``row_flops`` (its backward needs no input gradient)."""
+        return matmul_flops(self.matrices()[:1])
 
     def build(self, kernels: list[jax.Array]) -> Params:
         return {f"Dense_{i}": dense_params(w) for i, w in enumerate(kernels)}
