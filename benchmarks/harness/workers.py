@@ -105,10 +105,13 @@ def run_json_process(cmd: Sequence[str], *, timeout: float | None = None,
 
 def point_in_process(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *,
                      target_s: float = 2.0, repeats: int = 1, seed: int = 0,
-                     timeout: float | None = 1800.0) -> dict[str, Any]:
-    """``ppox.diagnostics.measure_point`` in a fresh process (clean caches and memory)."""
+                     timeout: float | None = 1800.0,
+                     overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``ppox.diagnostics.measure_point`` in a fresh process (clean caches and memory);
+    ``overrides``: ``PPOConfig`` fields over the env's defaults (e.g. the torso)."""
     spec = {"env_id": env_id, "num_envs": num_envs, "parts": list(parts),
-            "target_s": target_s, "repeats": repeats, "seed": seed}
+            "target_s": target_s, "repeats": repeats, "seed": seed,
+            **({"overrides": dict(overrides)} if overrides else {})}
     cmd = worker_command("point", spec)
     out = run_json_process(cmd, timeout=timeout, env=worker_env())
     out.setdefault("env_id", env_id)
@@ -293,7 +296,8 @@ def main(argv: Sequence[str]) -> int:
         res = measure_point(spec["env_id"], int(spec["num_envs"]),
                             tuple(spec.get("parts", PARTS)),
                             target_s=float(spec.get("target_s", 2.0)),
-                            repeats=int(spec.get("repeats", 1)), seed=int(spec.get("seed", 0)))
+                            repeats=int(spec.get("repeats", 1)), seed=int(spec.get("seed", 0)),
+                            overrides=spec.get("overrides"))
         res["machine"] = machine_name()
     elif kind == "matmul":
         from ppox.diagnostics import matmul_peak

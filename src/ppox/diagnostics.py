@@ -448,6 +448,7 @@ def measure_trainer(cfg: PPOConfig, hp: HParams, *, target_s: float = 3.0, repea
     chunk_c = chunk_fn.lower(box["state"], hp, jnp.int32(1)).compile()
     compile_s = time.perf_counter() - t0
     rss_after_compile = peak_rss_mb()
+    xla_memory = compiled_memory(chunk_c)
 
     def call(n: int) -> None:
         state, _metrics = jax.block_until_ready(chunk_c(box["state"], hp, jnp.int32(n)))
@@ -457,27 +458,50 @@ def measure_trainer(cfg: PPOConfig, hp: HParams, *, target_s: float = 3.0, repea
     steps = timed["iters"] * cfg.batch_size
     return {"compile_s": compile_s, **timed, "env_steps": steps,
             "sps": [steps / t for t in timed["run_s"]],
-            "peak_rss_after_compile_mb": rss_after_compile}
+            "peak_rss_after_compile_mb": rss_after_compile, "xla_memory": xla_memory}
+
+
+def compiled_memory(compiled: Any) -> dict[str, int] | None:
+    """XLA's buffer sizes of a compiled program, in bytes: its arguments, outputs, temporaries
+    and the outputs aliased to (donated) arguments; ``peak_bytes`` = arguments + outputs +
+    temporaries - aliased, what the program holds at once at most. None where the backend
+    reports nothing."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # backends without a memory analysis
+        return None
+    if m is None:
+        return None
+    out = {k: int(getattr(m, f"{k}_size_in_bytes", 0))
+           for k in ("argument", "output", "temp", "alias", "generated_code")}
+    out["peak_bytes"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+    return out
 
 
 # --- One point: (env, num_envs), every program ---------------------------------------------------
 
 
 def point_config(env_id: str, num_envs: int, num_steps: int | None = None,
-                 num_minibatches: int | None = None) -> tuple[PPOConfig, HParams]:
+                 num_minibatches: int | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> tuple[PPOConfig, HParams]:
     """``(PPOConfig, HParams)`` of a point: ppox's per-env defaults (``ppox.defaults``) with
-    ``num_envs`` replaced; the minibatch count is reduced to a divisor of the batch if
+    ``num_envs`` and the ``overrides`` (``PPOConfig`` fields, e.g. ``{"torso": "cnn",
+    "recurrent": True}``) replaced; the minibatch count is reduced to a divisor of the
+    batch (of the envs for a recurrent policy, whose minibatches are whole sequences) if
     needed."""
-    from ppox.config import _divisor_near
+    from ppox.config import _divisor_near, config_from_dict
     from ppox.defaults import resolve
 
     cfg, hp = resolve(env_id)
+    if overrides:
+        cfg = config_from_dict(dict(overrides), base=cfg)
     cfg = cfg.replace(num_envs=int(num_envs))
     if num_steps is not None:
         cfg = cfg.replace(num_steps=int(num_steps))
     m = int(num_minibatches or cfg.num_minibatches)
-    if cfg.batch_size % m:
-        m = _divisor_near(cfg.batch_size, m)
+    units = cfg.num_envs if cfg.recurrent else cfg.batch_size  # recurrent: whole sequences
+    if units % m:
+        m = _divisor_near(units, m)
     cfg = cfg.replace(num_minibatches=m,
                       total_timesteps=max(cfg.total_timesteps, cfg.batch_size))
     cfg.validate()
@@ -486,17 +510,19 @@ def point_config(env_id: str, num_envs: int, num_steps: int | None = None,
 
 def measure_point(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *,
                   target_s: float = 2.0, repeats: int = 1, seed: int = 0,
-                  num_steps: int | None = None,
-                  num_minibatches: int | None = None) -> dict[str, Any]:
+                  num_steps: int | None = None, num_minibatches: int | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Measures one point in this process, the trainer first (so that the peak memory is
     its own): the config, the FLOP count, each part's compile time, run times and steps/s,
     the trainer's useful and executed GFLOP/s, and memory (the process's RSS before, peak
-    RSS after compiling and after running, in MiB; the device's own peak where it has one)."""
+    RSS after compiling and after running, in MiB; the device's own peak where it has one;
+    XLA's buffer sizes of the compiled training chunk). ``overrides``: see
+    :func:`point_config`."""
     import jax
 
     from ppox.config import config_to_dict
 
-    cfg, hp = point_config(env_id, num_envs, num_steps, num_minibatches)
+    cfg, hp = point_config(env_id, num_envs, num_steps, num_minibatches, overrides)
     fc = flops_for_config(cfg)  # builds the env (its first import) before the baseline
     jax.block_until_ready(jax.numpy.zeros(()))  # backend up
     out: dict[str, Any] = {
@@ -514,7 +540,8 @@ def measure_point(env_id: str, num_envs: int, parts: Sequence[str] = PARTS, *,
                 "rss_before_mb": rss_base, "peak_rss_before_mb": peak_base,
                 "peak_rss_after_compile_mb": res.pop("peak_rss_after_compile_mb"),
                 "peak_rss_after_run_mb": peak_rss_mb(),
-                "peak_rss_delta_mb": peak_rss_mb() - rss_base, "device": _device_memory(jax)}
+                "peak_rss_delta_mb": peak_rss_mb() - rss_base, "device": _device_memory(jax),
+                "xla": res.pop("xla_memory")}
             res["useful_gflops"] = median(res["sps"]) * fc.useful_per_step / 1e9
             res["executed_gflops"] = median(res["sps"]) * fc.executed / fc.env_steps / 1e9
         elif part == "env":
