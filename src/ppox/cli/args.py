@@ -364,3 +364,100 @@ def _default_run_dir(env: str) -> Path:
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{env.replace('/', '_')}-{stamp}"
+
+
+# --- several processes (multi-host): the runtime joins before anything touches a device ---
+
+DISTRIBUTED_TIMEOUT_S = 60
+
+
+def distributed_fields() -> list[tuple]:
+    """``ppox train`` and ``ppox sweep``'s flags that join several processes into one run
+    (as ``resolve_train_args(extra_fields=...)`` takes them); ``join_processes`` reads
+    them first."""
+    A, arg, f = Annotated, tyro.conf.arg, dataclasses.field
+    return [
+        ("coordinator", A[str | None, arg(help=(
+            "HOST:PORT where process 0 listens: several processes (hosts) train as one, "
+            "with --num-processes and --process-id; only process 0 writes"))],
+         f(default=None)),
+        ("num_processes", A[int | None, arg(help="processes in all (with --coordinator)")],
+         f(default=None)),
+        ("process_id", A[int | None, arg(help="this process's index, 0 .. num_processes-1 "
+                                              "(with --coordinator)")],
+         f(default=None)),
+        ("distributed", A[bool, arg(help=(
+            "join the processes the cluster's environment describes (SLURM, Open MPI, "
+            "...): jax.distributed reads the coordinator, count and index itself"))],
+         f(default=False)),
+        ("distributed_timeout_s", A[int, arg(help=(
+            "seconds every process has to connect at start-up; a process silent this long "
+            "is declared dead and the others stop"))],
+         f(default=DISTRIBUTED_TIMEOUT_S)),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _DistributedPre:
+    """The distributed flags as text, read before the full parse."""
+
+    coordinator: str | None = None
+    num_processes: str | None = None
+    process_id: str | None = None
+    distributed: bool = False
+    distributed_timeout_s: str | None = None
+
+
+def _int_flag(name: str, text: str | None, default: int | None = None) -> int | None:
+    if text is None:
+        return default
+    value = _int_or_text(text)
+    if not isinstance(value, int):
+        raise ConfigError(f"--{name.replace('_', '-')} {text!r} is not a whole number")
+    return value
+
+
+def _env_before_parse(argv: Sequence[str]) -> str:
+    """The env id the full parse will resolve (flag, config file, or a resumed run's own)."""
+    from ppox.host.configfile import read_run_file
+
+    pre = _pre_parse(argv)
+    source = pre.config
+    if source is None and pre.resume and pre.run_dir is not None:
+        stored = pre.run_dir / "config.toml"
+        source = stored if stored.is_file() else None
+    file = read_run_file(source) if source is not None else None
+    return pre.env or (file.env if file and file.env else None) or PPOConfig().env_id
+
+
+def join_processes(argv: Sequence[str]) -> Any:
+    """Joins this process to the others when ``argv`` asks for it (``--coordinator`` /
+    ``--distributed``), first thing: the distributed runtime must start before JAX uses a
+    device, and resolving some envs' defaults already does. The env's XLA CPU flags are
+    applied before it. Returns the ``Processes`` (None: one process, nothing touched).
+    Bad combinations are one ``ConfigError`` line."""
+    if "-h" in argv or "--help" in argv:
+        return None
+    args = [a for a in argv if a not in ("-h", "--help")]
+    try:
+        pre, _ = tyro.cli(_DistributedPre, args=args, return_unknown_args=True,
+                          add_help=False, console_outputs=False)
+    except SystemExit:  # e.g. --coordinator without a value: the full parse says so
+        return None
+    num = _int_flag("num_processes", pre.num_processes)
+    pid = _int_flag("process_id", pre.process_id)
+    timeout = _int_flag("distributed_timeout_s", pre.distributed_timeout_s,
+                        DISTRIBUTED_TIMEOUT_S)
+    from ppox.parallel import distributed
+
+    if pre.coordinator is None and not pre.distributed:
+        if num not in (None, 1) or pid not in (None, 0):
+            raise distributed.DistributedError(
+                "--num-processes/--process-id need --coordinator HOST:PORT (or "
+                "--distributed on a cluster)")
+        return None
+    from ppox._platform import apply_env_cpu_xla_flags
+
+    apply_env_cpu_xla_flags(_env_before_parse(argv))
+    return distributed.initialize(pre.coordinator, num, pid, auto=pre.distributed,
+                                  timeout_s=timeout)

@@ -2,7 +2,8 @@
 
 ``ppox sweep --out DIR --resume`` reads the settings recorded in DIR (base.toml, spec.toml,
 plan.json) as defaults, so it needs no other flag; a flag given that differs is refused by
-the resume, naming the difference.
+the resume, naming the difference. ``--coordinator``/``--distributed`` split every batch
+across several processes' devices; only process 0 prints and writes DIR.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def _overwrite_field() -> list[tuple]:
 def cmd_sweep(argv: Sequence[str]) -> int:
     """``ppox sweep --env ENV --spec sweep.toml --out DIR [any train flag]``;
     ``ppox sweep --out DIR --resume`` continues an interrupted sweep with its settings."""
+    from ppox.cli.args import distributed_fields, join_processes
+
     argv = [*_resume_defaults(argv), *argv]
+    procs = join_processes(argv)  # several processes: joined before anything uses a device
     args, cfg, hp = resolve_train_args(
         argv, prog="ppox sweep",
         description="Hyperparameter sweep: every configuration x seed of a static setting "
@@ -73,15 +77,27 @@ def cmd_sweep(argv: Sequence[str]) -> int:
                     "(PPOX_CPU_DEVICES=N chooses N), and the runs are split across them. "
                     "Each finished batch is kept in --out; --resume continues an interrupted "
                     "sweep.",
-        extra_fields=_sweep_fields())
+        extra_fields=[*_sweep_fields(), *distributed_fields()])
     from ppox._platform import apply_env_cpu_xla_flags
 
     apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
+    if procs is None:
+        return _sweep(args, cfg, hp, writer=True)
+    from ppox.parallel import distributed
+
+    with distributed.exit_on_peer_failure():  # a dead process: one line, exit 4
+        return _sweep(args, cfg, hp, writer=procs.is_writer)
+
+
+def _sweep(args: Any, cfg: Any, hp: Any, writer: bool) -> int:
+    """``ppox sweep`` once the flags are resolved; ``writer``: this process prints and
+    writes the sweep directory (the only one, or process 0 of several, which split every
+    batch's runs across all their devices)."""
     _check_args(args)
     if args.resume:
         SweepDir(args.out).read_record()  # one line when --out holds no sweep
     spec = load_spec(args.spec)
-    if spec.seeds is not None and args.num_seeds not in (1, spec.seeds):
+    if spec.seeds is not None and args.num_seeds not in (1, spec.seeds) and writer:
         print(f"note: the spec's seeds = {spec.seeds} overrides --num-seeds {args.num_seeds}")
     budget = (int(args.memory_budget_gb * 2**30) if args.memory_budget_gb is not None
               else None)
@@ -89,8 +105,8 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         base_seed=args.seed, num_seeds=args.num_seeds, batch_size=args.batch_size,
         memory_budget=budget, progress_chunks=args.progress_chunks,
         checkpoint_every=args.checkpoint_every, resume=args.resume,
-        overwrite=args.overwrite, top_k=args.top_k, plots=args.plots, out=sys.stdout,
-        progress=not args.quiet)
+        overwrite=args.overwrite, top_k=args.top_k, plots=args.plots,
+        out=sys.stdout if writer else None, progress=not args.quiet)
     try:
         run_sweep(spec, cfg, hp, args.out, options)
     except SweepInterrupted as stop:

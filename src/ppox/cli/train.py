@@ -71,11 +71,27 @@ def _announce(args: Any, cfg: Any, run_dir: Path, info: dict) -> None:
 
 
 def cmd_train(argv: Sequence[str]) -> int:
-    args, cfg, hp = resolve_train_args(argv, extra_fields=_train_fields())
+    from ppox.cli.args import distributed_fields, join_processes
+
+    procs = join_processes(argv)  # several processes: joined before anything uses a device
+    args, cfg, hp = resolve_train_args(argv, extra_fields=[*_train_fields(),
+                                                           *distributed_fields()])
     from ppox._platform import apply_env_cpu_xla_flags
-    from ppox.trainer import build
 
     apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
+    if procs is None:
+        return _train(args, cfg, hp, writer=True)
+    from ppox.parallel import distributed
+
+    with distributed.exit_on_peer_failure():  # a dead process: one line, exit 4
+        return _train(args, cfg, hp, writer=procs.is_writer)
+
+
+def _train(args: Any, cfg: Any, hp: Any, writer: bool) -> int:
+    """``ppox train`` once the flags are resolved; ``writer``: this process prints and
+    writes (the only one, or process 0 of several)."""
+    from ppox.parallel import distributed
+    from ppox.trainer import build
 
     build(cfg)  # env + policy checks (e.g. a discrete-only option on a continuous env)
     from ppox.host import interrupts
@@ -84,7 +100,8 @@ def cmd_train(argv: Sequence[str]) -> int:
     from ppox.host.rundir import resume_command
 
     _check_run_flags(args)
-    run_dir = args.run_dir or _default_run_dir(cfg.env_id)
+    # several processes: process 0's default (a time stamp) for all of them
+    run_dir = Path(distributed.broadcast(str(args.run_dir or _default_run_dir(cfg.env_id))))
     seeds = [args.seed + i for i in range(args.num_seeds)]
     interrupts.set_phase("startup", (
         f"{run_dir} is unchanged; resume with `{resume_command(run_dir, _resume_flags(args))}`"
@@ -94,7 +111,7 @@ def cmd_train(argv: Sequence[str]) -> int:
 
     log_opts = watch.logger_options(args)  # a missing package: one error, before the compile
     evaluator = watch.evaluator(args, cfg, len(seeds), run_dir)
-    reporter = watch.reporter(args)
+    reporter = watch.reporter(args) if writer else None
     try:
         result = train_runs(cfg, [hp] * len(seeds), seeds, run_dir=run_dir,
                             progress_chunks=args.progress_chunks,
@@ -103,7 +120,7 @@ def cmd_train(argv: Sequence[str]) -> int:
                             data_parallel=args.data_parallel,
                             split_networks=args.split_networks, overwrite=args.overwrite,
                             checkpoint_every_s=args.checkpoint_every_s,
-                            on_start=partial(_announce, args, cfg, run_dir))
+                            on_start=partial(_announce, args, cfg, run_dir) if writer else None)
     except RunInterrupted as stop:
         again = (f"; resume with: {resume_command(run_dir, _resume_flags(args))}"
                  if stop.checkpoint_step is not None else "")
@@ -112,6 +129,8 @@ def cmd_train(argv: Sequence[str]) -> int:
         return EXIT_INTERRUPTED
     finally:
         close_progress(reporter)  # the bar ends (and the cursor comes back) before any text
+    if not writer:
+        return 0
     watch.after_training(run_dir)  # RUN_DIR/learning_curve.png
     for line in summary_lines(result):
         print(line, flush=True)

@@ -161,17 +161,27 @@ def _check_restored(directory: Path, manifest: dict[str, Any], restored: Any,
         raise CheckpointError(f"checkpoint {directory}: non-finite values in {bad_leaves[0]}")
 
 
-def _orbax_save(path: Path, tree: Any) -> None:
+def _checkpointer() -> Any:
+    """orbax's checkpointer for this process alone. With several processes only process 0
+    writes, and each reads what it wrote at its own time, so orbax must not wait for the
+    others (its default is every process at every save and restore)."""
     ocp = _ocp()
-    with ocp.StandardCheckpointer() as ckptr:
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"ppox-process-{me}"))
+
+
+def _orbax_save(path: Path, tree: Any) -> None:
+    with _checkpointer() as ckptr:
         ckptr.save(path, tree, force=True)
         ckptr.wait_until_finished()
 
 
 def _orbax_restore(path: Path, template: Any) -> Any:
-    ocp = _ocp()
     target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), template)
-    with ocp.StandardCheckpointer() as ckptr:
+    with _checkpointer() as ckptr:
         return jax.tree.map(np.asarray, ckptr.restore(path, target))
 
 

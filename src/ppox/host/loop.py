@@ -4,6 +4,11 @@ The next chunk is dispatched before the previous chunk's metrics are read, so ho
 overlaps device work. At the end of each chunk the host checks that every update was finite
 (metrics are read once per chunk anyway), writes checkpoints when due and acts on a stop
 request (``ppox.host.interrupts``).
+
+Several processes run this loop in step: each writes nothing but process 0 writes (through
+``distributed.run_on_writer``, whose failure stops every process), and the decisions at a
+chunk's end -- stop on a signal any process received, checkpoint on any process's clock --
+are taken together (``distributed.agreed_max``), so all stop at the same update.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ppox.host.loggers import Logger, close_all, write_all
 from ppox.host.metrics import episode_means
 from ppox.host.results import RunResult, make_result, summary
 from ppox.host.rundir import RunDir
+from ppox.parallel import distributed
 
 EXIT_DIVERGED = 3  # `ppox train` exit status of a run stopped by a non-finite update
 
@@ -69,6 +75,10 @@ class ChunkLoop:
         self.b, self.rd, self.opts = batch, rundir, batch.opts
         self.history: list[dict[str, np.ndarray]] = []
         self.loggers: list[Logger] = list(self.opts.loggers)
+        self.shared = batch.across_processes  # several processes decide together
+        self.stop: int | None = None  # the agreed stop request (several processes)
+        self.clock_due = False  # the agreed checkpoint-by-clock decision
+        self._in_flight: Any = None  # the newest state, possibly still being computed
         self.start = self.done = self.chunks = self.checked = 0
         self.run_s = 0.0
         self.first_bad = np.zeros(batch.num_runs, np.int64)
@@ -83,7 +93,7 @@ class ChunkLoop:
             init_c, chunk_c = self.b.programs()
         compile_s = time.perf_counter() - t0
         self.compile_note = compile_cache_note(cache_before)
-        state = init_c(self.b.keys, self.b.hp_batch)
+        state = self._in_flight = init_c(self.b.keys, self.b.hp_batch)
         if self.rd is not None:
             state = self._open_run_dir(state)
         try:
@@ -95,26 +105,56 @@ class ChunkLoop:
 
     def _open_run_dir(self, state: Any) -> Any:
         rd = self.rd
+        self._settle()
         if self.opts.resume:
-            step, tree = rd.restore(jax.eval_shape(lambda: state),
-                                    allow_nonfinite=not self.opts.stops_on_nonfinite)
-            state = self.b.place(jax.tree.map(jnp.asarray, tree))
-            self.start = self.done = int(np.asarray(state.update_idx).reshape(-1)[0])
+            step, tree = rd.restore_shared(jax.eval_shape(lambda: state),
+                                           allow_nonfinite=not self.opts.stops_on_nonfinite)
+            state = self.b.place(tree if self.shared else jax.tree.map(jnp.asarray, tree))
+            self.start = self.done = int(np.asarray(tree.update_idx).reshape(-1)[0])
             self.saved_step = step
-            self.history = rd.history(self.b.run_names, self.done)
-        else:
-            rd.start()
-        self.loggers += rd.loggers(self.b.cfg.batch_size, self.b.run_file, self.done,
-                                   self.opts.logger_options)
+            self.history = distributed.from_writer(
+                lambda: rd.history(self.b.run_names, self.done))
+
+        def open_files() -> list[Logger]:
+            if not self.opts.resume:
+                rd.start()
+            return rd.loggers(self.b.cfg.batch_size, self.b.run_file, self.done,
+                              self.opts.logger_options)
+
+        self.loggers += distributed.run_on_writer(open_files) or []
         return state
+
+    def _stop_request(self) -> int | None:
+        """A pending stop request: this process's own, or (several processes) the one agreed
+        at the last chunk's end."""
+        return self.stop if self.shared else interrupts.requested()
+
+    def _settle(self) -> None:
+        """Several processes: waits for the program in flight before a collective of the
+        host's own. On CPU another program's collectives (a data-parallel chunk's) could
+        otherwise interleave with it in a different order on each process."""
+        if self.shared and self._in_flight is not None:
+            jax.block_until_ready(self._in_flight)
+
+    def _agree(self) -> None:
+        """Several processes: whether to stop and whether the clock asks for a checkpoint,
+        decided together (a collective) at every chunk's end."""
+        if not self.shared:
+            return
+        self._settle()
+        by_clock = bool(self.opts.checkpoint_every_s and time.perf_counter() - self._t_ckpt
+                        >= self.opts.checkpoint_every_s)
+        signum, clock = distributed.agreed_max([interrupts.requested() or 0, int(by_clock)])
+        self.stop, self.clock_due = signum or None, bool(clock)
 
     def _loop(self, chunk_c: Any, state: Any) -> Any:
         pending = None
         num_updates = self.b.cfg.num_updates
         self._t_last = self._t_train = self._t_ckpt = time.perf_counter()
-        while self.done < num_updates and interrupts.requested() is None:
+        while self.done < num_updates and self._stop_request() is None:
             n = min(self.b.chunk_size, num_updates - self.done)
-            state, metrics = chunk_c(state, self.b.hp_batch, jnp.int32(n))
+            state, metrics = chunk_c(state, self.b.hp_batch, self.b.steps(n))
+            self._in_flight = state
             ev = self.opts.evaluator
             if ev is not None and ev.due(self.done + n):
                 ev.evaluate(state, self.done + n)  # this chunk's policy, before the next chunk
@@ -123,6 +163,7 @@ class ChunkLoop:
             pending = (metrics, self.done, n)
             self.done += n
             self.chunks += 1
+            self._agree()
             if self._checkpoint_due():
                 self._read(pending)
                 pending = None
@@ -132,7 +173,7 @@ class ChunkLoop:
         if pending is not None:
             self._read(pending)
         jax.block_until_ready(state)
-        if interrupts.requested() is not None and self.done < num_updates:
+        if self._stop_request() is not None and self.done < num_updates:
             self._interrupted(state)
         return state
 
@@ -140,8 +181,9 @@ class ChunkLoop:
         """Fetches one chunk's metrics (blocks on it), logs and reports them, and stops a
         run whose updates were not all finite."""
         metrics, start, n = pending
-        # [R, n]; under data parallelism every device holds the same (reduced) metrics
-        host = {k: np.asarray(v)[:self.b.num_runs, :n] for k, v in metrics.items()}
+        if not self.b.layout.spans_devices:
+            self._settle()  # several processes: the runs' metrics are gathered
+        host = self.b.metrics_view(metrics, n)  # [R, n]
         now = time.perf_counter()
         elapsed, self._t_last = now - self._t_last, now
         self.run_s += elapsed
@@ -179,18 +221,21 @@ class ChunkLoop:
         if self.rd is None:
             return False
         by_chunks = self.opts.checkpoint_every and self.chunks % self.opts.checkpoint_every == 0
-        by_clock = (self.opts.checkpoint_every_s
-                    and time.perf_counter() - self._t_ckpt >= self.opts.checkpoint_every_s)
+        by_clock = self.clock_due if self.shared else (
+            self.opts.checkpoint_every_s
+            and time.perf_counter() - self._t_ckpt >= self.opts.checkpoint_every_s)
         return bool(by_chunks or by_clock)
 
     def _checkpoint(self, state: Any) -> None:
         """Writes the state at ``self.done`` (its metrics already checked); checkpoint I/O
-        is not training time."""
-        tree = jax.device_get(state)
+        is not training time. Several processes: every one gathers the state, process 0
+        writes it."""
+        self._settle()
+        tree = self.b.to_host(state)
         bad = nonfinite_leaves(tree)
         if bad and self.opts.stops_on_nonfinite:
             self._diverged_state(bad[0])
-        self.rd.save_checkpoint(self.done, tree)
+        distributed.run_on_writer(lambda: self.rd.save_checkpoint(self.done, tree))
         self.saved_step = self.done
         self._t_last = self._t_ckpt = time.perf_counter()
 
@@ -222,12 +267,15 @@ class ChunkLoop:
         message = (f"{what}; stopped at update {self.checked}, nothing saved from it; "
                    f"{self._kept()}")
         if self.rd is not None:
-            self.rd.write_summary({**self._summary_head("diverged"), "diverged": info})
+            self._settle()
+            head = self._summary_head("diverged")
+            distributed.run_on_writer(
+                lambda: self.rd.write_summary({**head, "diverged": info}))
         raise RunDiverged(message, info)
 
     def _interrupted(self, state: Any) -> None:
         """Saves the last completed chunk and raises ``RunInterrupted``."""
-        signum = interrupts.requested() or 2
+        signum = self._stop_request() or 2
         total = self.b.cfg.num_updates
         step: int | None = self.done
         if self.rd is None:
@@ -260,10 +308,18 @@ class ChunkLoop:
         if self.rd is not None:
             if self.saved_step != done:
                 self._checkpoint(state)
-            if not nonfinite_leaves(self.b.host_view(state)):
-                self.rd.save_policy(self.b.host_view(state))
-            self.rd.write_summary({**self._summary_head(status), **summary(result)})
+            view = self.b.host_view(state)  # several processes: a collective
+            final = {**self._summary_head(status), **summary(result)}
+
+            def write_final() -> None:
+                if not nonfinite_leaves(view):
+                    self.rd.save_policy(view)
+                self.rd.write_summary(final)
+
+            distributed.run_on_writer(write_final)
         signum = interrupts.requested()
+        if self.shared:  # arrived at any process: all of them say so
+            signum = distributed.agreed_max([signum or 0])[0] or None
         if signum is not None:  # arrived during the last chunk or the final writes
             where = f": {self.rd.path} holds it" if self.rd is not None else ""
             raise interrupts.RunInterrupted(f"the run had finished{where}", done, signum)

@@ -7,10 +7,16 @@ included) in ``ppox.host.loop.ChunkLoop``: between chunks the host writes metric
 the loggers), reports progress, checks that every update was finite, writes checkpoints, and
 acts on a SIGINT/SIGTERM (``ppox.host.interrupts``). ``ppox train`` and ``ppox sweep`` both
 use it.
+
+After ``ppox.parallel.distributed.initialize`` joined several processes, the runs (or one
+data-parallel run's envs) are split across every process's devices (``jax.devices()``), every
+process runs this same code with the same settings (checked), and only process 0 writes,
+prints and reports; the decisions taken between chunks (stop, checkpoint) are taken together.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -43,15 +49,20 @@ from ppox.parallel import (
     batched_jit,
     data_parallel_jit,
     device_count_for,
+    distributed,
+    gather,
+    local_view,
+    replicate,
     shard_batch,
     shard_devices,
+    spans_processes,
 )
 from ppox.trainer import build, make_init, make_train_chunk
 
 __all__ = [
     "EXIT_DIVERGED", "Reporter", "RunDiverged", "RunResult", "TrainOptions", "broadcast_hparams",
-    "compiled_programs", "default_chunk_size", "print_reporter", "run_batch", "run_keys",
-    "stack_hparams", "state_shape", "summary", "summary_lines", "train_runs",
+    "compiled_programs", "default_chunk_size", "mesh_devices", "print_reporter", "run_batch",
+    "run_keys", "stack_hparams", "state_shape", "summary", "summary_lines", "train_runs",
 ]
 
 
@@ -192,12 +203,15 @@ def run_batch(cfg: PPOConfig, hparams: list[HParams], seeds: list[int],
               opts: TrainOptions) -> RunResult:
     """``train_runs`` with its options as one ``TrainOptions``."""
     batch = _Batch.build(cfg, hparams, seeds, opts)
+    distributed.check_same_settings(batch.settings())  # several processes: all the same
+    opts = batch.opts
     rundir = None
     if opts.run_dir is not None:  # its rules hold before anything compiles
-        rundir = RunDir.open(opts.run_dir, batch.run_file, resume=opts.resume,
-                             overwrite=opts.overwrite, notify=opts.notify,
-                             write_config=batch.write_config)
-    resumed = rundir.newest_intact() if rundir is not None and opts.resume else None
+        rundir = RunDir.open_shared(opts.run_dir, batch.run_file, resume=opts.resume,
+                                    overwrite=opts.overwrite, notify=opts.notify,
+                                    write_config=batch.write_config)
+    resumed = (distributed.from_writer(rundir.newest_intact)
+               if rundir is not None and opts.resume else None)
     complete = resumed == cfg.num_updates
     if opts.on_start is not None:
         opts.on_start({"resume_update": resumed, "complete": complete})
@@ -221,6 +235,7 @@ class _Batch:
     place: Callable[[Any], Any]
     chunk_size: int
     run_file: dict[str, Any]
+    mesh: tuple[Any, ...]  # the devices the runs are split across (every process's)
 
     @staticmethod
     def build(cfg: PPOConfig, hparams: list[HParams], seeds: list[int],
@@ -235,22 +250,60 @@ class _Batch:
                               "run over devices and cannot be combined: choose one")
         kind = ("data_parallel" if opts.data_parallel else
                 "split_networks" if opts.split_networks else "single")
-        layout = Layout.build(kind, len(seeds), len(jax.local_devices()))
+        mesh = mesh_devices()
+        if spans_processes(mesh):
+            opts = _across_processes(opts, kind, len(seeds), len(mesh))
+        layout = Layout.build(kind, len(seeds), len(mesh))
         build(cfg, layout)  # validates cfg, the env and the split before anything compiles
         if layout.spans_devices:
             n = layout.num_devices
-            hp_batch = hparams[0].as_arrays()
-            keys = shard_devices(run_keys(seeds * n), n)
-            place = partial(shard_devices, num_shards=n)
+            hp_batch = replicate(hparams[0].as_arrays(), mesh)
+            keys = shard_devices(run_keys(seeds * n), n, mesh)
+            place = partial(shard_devices, num_shards=n, devices=mesh)
         else:
-            hp_batch = shard_batch(stack_hparams(hparams), len(seeds))
-            keys = shard_batch(run_keys(seeds), len(seeds))
-            place = partial(shard_batch, batch=len(seeds))
+            hp_batch = shard_batch(stack_hparams(hparams), len(seeds), mesh)
+            keys = shard_batch(run_keys(seeds), len(seeds), mesh)
+            place = partial(shard_batch, batch=len(seeds), devices=mesh)
         chunk = opts.chunk_size or default_chunk_size(cfg.num_updates, opts.progress_chunks)
         run_file = run_file_dict(cfg, hparams[0], seeds[0], len(seeds), kind,
                                  layout.num_devices)
         return _Batch(cfg, list(hparams), list(seeds), opts, layout, hp_batch, keys, place,
-                      chunk, run_file)
+                      chunk, run_file, mesh)
+
+    @property
+    def across_processes(self) -> bool:
+        return spans_processes(self.mesh)
+
+    def settings(self) -> dict[str, Any]:
+        """What every process must agree on: the resolved run and how it is cut and saved."""
+        o = self.opts
+        return {"run": self.run_file, "hparams": [hp.to_dict() for hp in self.hparams],
+                "seeds": self.seeds, "chunk_size": self.chunk_size,
+                "checkpoint_every": o.checkpoint_every,
+                "checkpoint_every_s": o.checkpoint_every_s, "resume": o.resume,
+                "overwrite": o.overwrite, "stop_after_chunks": o.stop_after_chunks,
+                "on_nonfinite": o.on_nonfinite,
+                "run_dir": None if o.run_dir is None else str(o.run_dir)}
+
+    def steps(self, n: int) -> Any:
+        """The updates of a chunk, as the chunk program's (replicated) argument."""
+        return _steps(n, self.mesh)
+
+    def to_host(self, tree: Any) -> Any:
+        """A state (or any output) whole, as numpy; several processes: a collective."""
+        return gather(tree) if self.across_processes else jax.device_get(tree)
+
+    def metrics_view(self, metrics: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+        """``{name: [R, n]}`` a chunk's metrics on the host. Under data parallelism every
+        device holds the same (reduced) metrics, so this process's own copy is read; a batch
+        of runs across processes is gathered (a collective)."""
+        if not self.across_processes:
+            host = metrics
+        elif self.layout.spans_devices:
+            host = local_view(metrics)
+        else:
+            host = gather(metrics)
+        return {k: np.asarray(v)[:self.num_runs, :n] for k, v in host.items()}
 
     @property
     def num_runs(self) -> int:
@@ -271,16 +324,53 @@ class _Batch:
 
     def programs(self) -> tuple[Any, Any]:
         return compiled_programs(self.cfg, self.chunk_size, self.num_runs, self.layout,
-                                 tuple(jax.local_devices()))
+                                 self.mesh)
 
     def state_shape(self) -> Any:
         """The batched TrainState's shapes and dtypes (traced, not compiled)."""
-        init_fn, _ = _program_fns(self.cfg, self.chunk_size, self.num_runs, self.layout)
+        init_fn, _ = _program_fns(self.cfg, self.chunk_size, self.num_runs, self.layout,
+                                  self.mesh)
         return jax.eval_shape(init_fn, self.keys, self.hp_batch)
 
     def host_view(self, state: Any) -> Any:
-        """The runs of a state on the host (under data parallelism: device 0's copy)."""
-        return jax.tree.map(lambda x: np.asarray(x)[:self.num_runs], jax.device_get(state))
+        """The runs of a state on the host (under data parallelism: device 0's copy);
+        several processes: a collective."""
+        return jax.tree.map(lambda x: np.asarray(x)[:self.num_runs], self.to_host(state))
+
+
+def mesh_devices() -> tuple[Any, ...]:
+    """The devices a batch is split across: every process's once the distributed runtime
+    joined several (``jax.devices()``), else this process's own."""
+    return tuple(jax.devices() if jax.process_count() > 1 else jax.local_devices())
+
+
+def _steps(n: int, mesh: tuple[Any, ...]) -> Any:
+    return replicate(np.int32(n), mesh) if spans_processes(mesh) else jnp.int32(n)
+
+
+def _silent(_line: str) -> None:
+    pass
+
+
+def _across_processes(opts: TrainOptions, kind: str, num_runs: int,
+                      devices: int) -> TrainOptions:
+    """The rules of a batch over several processes (one ``ConfigError`` line each); the
+    options every process but 0 runs with: no reporter, no notices, no loggers."""
+    procs = jax.process_count()
+    if kind == "split_networks":
+        raise ConfigError("--split-networks runs on 2 devices of one process; it is not "
+                          f"supported across {procs} processes (use --data-parallel)")
+    if opts.evaluator is not None:
+        raise ConfigError("evaluation during training (--eval-every) is not supported across "
+                          f"{procs} processes yet; evaluate afterwards with ppox eval")
+    if kind == "single" and num_runs % devices:
+        raise ConfigError(f"{num_runs} run(s) do not split evenly across the {devices} "
+                          f"devices of {procs} processes: use a multiple of {devices} seeds "
+                          "(or runs), or --data-parallel to split one run's envs across them")
+    if distributed.is_writer():
+        return opts
+    return dataclasses.replace(opts, reporter=None, notify=_silent, loggers=(),
+                               on_start=None)
 
 
 def state_shape(cfg: PPOConfig, hparams: list[HParams], seeds: list[int],
@@ -291,16 +381,16 @@ def state_shape(cfg: PPOConfig, hparams: list[HParams], seeds: list[int],
     return _Batch.build(cfg, hparams, seeds, opts).state_shape()
 
 
-def _program_fns(cfg: PPOConfig, chunk_size: int, num_runs: int,
-                 layout: Layout) -> tuple[Any, Any]:
+def _program_fns(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: Layout,
+                 devices: tuple[Any, ...] | None = None) -> tuple[Any, Any]:
     if layout.spans_devices:
         n = layout.num_devices
-        return (data_parallel_jit(make_init(cfg, layout), n, 1),
+        return (data_parallel_jit(make_init(cfg, layout), n, 1, devices=devices),
                 data_parallel_jit(make_train_chunk(cfg, chunk_size, layout), n, 2,
-                                  donate_argnums=(0,)))
-    return (batched_jit(make_init(cfg), in_axes=(0, 0), batch=num_runs),
+                                  donate_argnums=(0,), devices=devices))
+    return (batched_jit(make_init(cfg), in_axes=(0, 0), batch=num_runs, devices=devices),
             batched_jit(make_train_chunk(cfg, chunk_size), in_axes=(0, 0, None),
-                        batch=num_runs, donate_argnums=(0,)))
+                        batch=num_runs, donate_argnums=(0,), devices=devices))
 
 
 @lru_cache(maxsize=4)
@@ -308,20 +398,19 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
                       devices: tuple[Any, ...]) -> tuple[Any, Any]:
     """The compiled init and training-chunk programs for ``num_runs`` runs of ``cfg`` under
     ``layout``, compiled once and reused by every later call with the same static settings
-    -- e.g. each equal batch of a sweep. ``devices`` (the local devices) is part of the key:
-    the programs are placed on them."""
-    del devices
-    init_fn, chunk_fn = _program_fns(cfg, chunk_size, num_runs, layout)
+    -- e.g. each equal batch of a sweep. ``devices`` (``mesh_devices()``: the local ones, or
+    every process's) is part of the key: the programs are placed on them."""
+    init_fn, chunk_fn = _program_fns(cfg, chunk_size, num_runs, layout, devices)
     if layout.spans_devices:
         n = layout.num_devices
-        hp = HParams().as_arrays()
-        keys = shard_devices(run_keys([0] * n), n)
+        hp = replicate(HParams().as_arrays(), devices)
+        keys = shard_devices(run_keys([0] * n), n, devices)
     else:
-        hp = shard_batch(broadcast_hparams(HParams(), num_runs), num_runs)
-        keys = shard_batch(run_keys(list(range(num_runs))), num_runs)
+        hp = shard_batch(broadcast_hparams(HParams(), num_runs), num_runs, devices)
+        keys = shard_batch(run_keys(list(range(num_runs))), num_runs, devices)
     init_c = init_fn.lower(keys, hp).compile()
     state = init_c(keys, hp)  # a real state: the chunk is lowered for its shardings
-    chunk_c = chunk_fn.lower(state, hp, jnp.int32(chunk_size)).compile()
+    chunk_c = chunk_fn.lower(state, hp, _steps(chunk_size, devices)).compile()
     return init_c, chunk_c
 
 
@@ -332,17 +421,21 @@ def _already_complete(batch: _Batch, rundir: RunDir) -> RunResult:
     """A resumed run that had finished: restores its last checkpoint (nothing compiles),
     writes the policy and summary if it stopped before writing them."""
     n = batch.cfg.num_updates
-    step, tree = rundir.restore(batch.state_shape(),
-                                allow_nonfinite=not batch.opts.stops_on_nonfinite)
-    state = batch.place(jax.tree.map(jnp.asarray, tree))
-    history = rundir.history(batch.run_names, step)
+    step, tree = rundir.restore_shared(batch.state_shape(),
+                                       allow_nonfinite=not batch.opts.stops_on_nonfinite)
+    state = batch.place(tree if batch.across_processes else jax.tree.map(jnp.asarray, tree))
+    history = distributed.from_writer(lambda: rundir.history(batch.run_names, step))
     result = make_result(batch, history, state, step, compile_s=0.0, run_s=0.0, start=step,
                      status="already_complete", run_dir=rundir.path)
-    if not rundir.has_final_outputs():
-        rundir.save_policy(batch.host_view(state))
-        rundir.write_summary({"env": batch.cfg.env_id, "seeds": batch.seeds,
-                              "status": "complete", "updates_done": n, "num_updates": n,
-                              **summary(result)})
+
+    def finish() -> None:
+        if not rundir.has_final_outputs():
+            rundir.save_policy(jax.tree.map(lambda x: np.asarray(x)[:batch.num_runs], tree))
+            rundir.write_summary({"env": batch.cfg.env_id, "seeds": batch.seeds,
+                                  "status": "complete", "updates_done": n, "num_updates": n,
+                                  **summary(result)})
+
+    distributed.run_on_writer(finish)
     return result
 
 

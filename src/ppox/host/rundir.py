@@ -9,6 +9,12 @@ Rules (each break is one ``RunDirError`` line):
 
 Files: ``config.toml`` (the resolved settings), the metric files (``ppox.host.loggers``),
 ``checkpoints/<update>/`` (``ppox.host.checkpoint``), ``policy/`` and ``summary.json``.
+
+Several processes (``ppox.parallel.distributed``): ``RunDir.open_shared`` checks the rules
+and prepares the directory on process 0 only, the others wait for it (and fail with its
+error); the others get a reader (``writes`` off: a write there is a bug, refused) that reads
+the checkpoint process 0 chose, from the same path: several hosts need a shared filesystem
+to resume.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ from ppox.host.checkpoint import (
     StorageError,
     read_manifest,
     remove_temporary,
+    restore_tree,
     save_policy,
 )
 from ppox.host.configfile import atomic_write_text, run_file_differences
 from ppox.host.loggers import JSONL_NAME, Logger, LoggerOptions, open_loggers
 from ppox.host.metrics import load_history, to_jsonable
+from ppox.parallel import distributed
 
 RUN_FILE = "config.toml"
 SUMMARY = "summary.json"
@@ -118,6 +126,7 @@ class RunDir:
     notify: Notify
     resume: bool
     write_config: Callable[[Path], None]
+    writes: bool = True
 
     @classmethod
     def open(cls, path: str | Path, run_file: dict[str, Any], *, resume: bool,
@@ -141,6 +150,26 @@ class RunDir:
         if resume:
             out._check_checkpoints()
         return out
+
+    @classmethod
+    def open_shared(cls, path: str | Path, run_file: dict[str, Any], *, resume: bool,
+                    overwrite: bool, notify: Notify,
+                    write_config: Callable[[Path], None]) -> RunDir:
+        """``open`` on process 0, a barrier, and its error (if any) raised on every process;
+        the other processes get a reader of the same path. One process: ``open``."""
+        opened = distributed.run_on_writer(lambda: cls.open(
+            path, run_file, resume=resume, overwrite=overwrite, notify=notify,
+            write_config=write_config))
+        if opened is not None:
+            return opened
+        return cls(path=Path(path), checkpoints=StateCheckpoints(path),
+                   notify=lambda _line: None, resume=resume, write_config=write_config,
+                   writes=False)
+
+    def _check_writer(self) -> None:
+        if not self.writes:
+            raise RuntimeError(f"process {distributed.Processes.current().process_id} must "
+                               f"not write to {self.path}: only process 0 writes")
 
     def _check_checkpoints(self) -> None:
         """A resume needs a checkpoint whose manifest and checksums pass (the full checks,
@@ -173,6 +202,7 @@ class RunDir:
                                f"{err.strerror or err}") from err
 
     def _write(self, name: str, text: str) -> None:
+        self._check_writer()
         try:
             atomic_write_text(self.path / name, text)
         except OSError as err:
@@ -199,11 +229,22 @@ class RunDir:
             self._none_passes()
         return found
 
+    def restore_shared(self, template: Any, allow_nonfinite: bool = False) -> tuple[int, Any]:
+        """``restore`` on process 0 (which refuses what fails its checks and says so); the
+        other processes then read the checkpoint it chose (checked again) from the same
+        path. A collective with several processes; one process: ``restore``."""
+        found = distributed.run_on_writer(lambda: self.restore(template, allow_nonfinite))
+        step = distributed.broadcast(found[0] if found is not None else None)
+        if found is not None:
+            return found
+        return step, restore_tree(self.checkpoints.path(step), template, allow_nonfinite)
+
     def history(self, run_names: list[str], upto: int) -> list[dict[str, Any]]:
         return load_history(self.path / JSONL_NAME, run_names, upto)
 
     def loggers(self, batch_size: int, config: dict[str, Any], resume_update: int,
                 options: LoggerOptions | None) -> list[Logger]:
+        self._check_writer()
         try:
             return open_loggers(self.path, batch_size, config, resume_update=resume_update,
                                 options=options or LoggerOptions())
@@ -212,6 +253,7 @@ class RunDir:
                                f"{err.strerror or err}") from err
 
     def save_checkpoint(self, step: int, state: Any) -> None:
+        self._check_writer()
         self.checkpoints.save(step, state)
 
     def latest_checkpoint(self) -> Path | None:
@@ -219,6 +261,7 @@ class RunDir:
         return None if step is None else self.checkpoints.path(step)
 
     def save_policy(self, state: Any) -> None:
+        self._check_writer()
         save_policy(self.path, state)
 
     def write_summary(self, summary: dict[str, Any]) -> None:

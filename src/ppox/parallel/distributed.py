@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -36,6 +37,7 @@ DEFAULT_TIMEOUT_S = 60
 # when their host is busy.
 SHUTDOWN_TIMEOUT_S = 300
 EXIT_PEER_FAILED = 4  # exit status of a process stopped because another one failed
+T = TypeVar("T")
 
 # What the runtime's errors say when another process died or became unreachable: gloo's
 # collectives fail at once on a closed connection; the coordination service after the
@@ -223,6 +225,85 @@ def check_same_settings(settings: Mapping[str, Any], what: str = "settings") -> 
         f"{'; ...' if len(diff) > 4 else ''}): start every process with the same command")
 
 
+def _from_process_0(data: bytes) -> bytes:
+    """Process 0's ``data`` on every process (the others' is ignored); one byte in front, so
+    that no process sends an empty buffer."""
+    return _allgather_bytes(b"." + (data if jax.process_index() == 0 else b""))[0][1:]
+
+
+def broadcast(value: T) -> T:
+    """Process 0's ``value`` (anything picklable, small) on every process; one process: the
+    value itself. A collective: every process must call it."""
+    if jax.process_count() == 1:
+        return value
+    return pickle.loads(_from_process_0(pickle.dumps(value)))
+
+
+def _as_payload(exc: BaseException) -> bytes:
+    """An exception as bytes another process can raise (its own class and message when they
+    pickle, else a ``RuntimeError`` with its first line)."""
+    try:
+        data = pickle.dumps(exc)
+        pickle.loads(data)
+        return data
+    except Exception:  # e.g. an exception whose __init__ takes other arguments
+        lines = str(exc).strip().splitlines()
+        return pickle.dumps(RuntimeError(lines[0] if lines else type(exc).__name__))
+
+
+def _on_process_0(fn: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    """Runs ``fn`` on process 0: its result (None elsewhere) or the exception it raised."""
+    if jax.process_index() != 0:
+        return None, None
+    try:
+        return fn(), None
+    except Exception as exc:
+        return None, exc
+
+
+def run_on_writer(fn: Callable[[], T]) -> T | None:
+    """Runs ``fn`` (a write) on process 0 only; its result there, None on the others. An
+    exception it raises is raised on every process (same class and message), so a failed
+    write stops all of them together; it is also a barrier. One process: ``fn()``. A
+    collective: every process must call it."""
+    if jax.process_count() == 1:
+        return fn()
+    result, error = _on_process_0(fn)
+    shared = _from_process_0(b"" if error is None else _as_payload(error))
+    if error is not None:
+        raise error
+    if shared:
+        raise pickle.loads(shared)
+    return result
+
+
+def from_writer(fn: Callable[[], T]) -> T:
+    """``fn()`` computed on process 0 (e.g. a read of a file it wrote), its result
+    (picklable, small) on every process; its exception raised on every process."""
+    if jax.process_count() == 1:
+        return fn()
+    result, error = _on_process_0(fn)
+    shared = _from_process_0(b"E" + _as_payload(error) if error is not None
+                             else b"R" + pickle.dumps(result))
+    if error is not None:
+        raise error
+    if shared[:1] == b"E":
+        raise pickle.loads(shared[1:])
+    return pickle.loads(shared[1:])
+
+
+def agreed_max(values: Sequence[int]) -> list[int]:
+    """The element-wise maximum of each process's ``values`` (int32), on every process: a
+    decision every process takes together (a stop request is any process's signal). One
+    process: the values."""
+    if jax.process_count() == 1:
+        return [int(v) for v in values]
+    from jax.experimental import multihost_utils
+
+    rows = multihost_utils.process_allgather(np.asarray(values, np.int32))
+    return [int(v) for v in np.max(np.asarray(rows).reshape(jax.process_count(), -1), axis=0)]
+
+
 def peer_failure(exc: BaseException) -> PeerFailure | None:
     """The ``PeerFailure`` an exception means when it comes from a lost process, else None."""
     if jax.process_count() == 1 or isinstance(exc, PeerFailure):
@@ -259,10 +340,14 @@ __all__ = [
     "DistributedError",
     "PeerFailure",
     "Processes",
+    "agreed_max",
+    "broadcast",
     "check_same_settings",
     "exit_on_peer_failure",
+    "from_writer",
     "initialize",
     "is_writer",
     "peer_failure",
+    "run_on_writer",
     "settings_digest",
 ]

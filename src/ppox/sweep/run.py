@@ -5,6 +5,10 @@ With a sweep directory every batch trains in its own run directory
 as it finishes, so an interrupted sweep (Ctrl-C, SIGTERM, kill -9, a crash) keeps every
 finished batch and the running one's last checkpoint; ``resume=True`` continues from there
 and ends with the same results as an uninterrupted sweep.
+
+Several processes (``ppox.parallel.distributed``) run the same sweep together: every batch's
+runs are split across all their devices, only process 0 writes the sweep directory, and what
+it reads back (a resume's finished batches, checkpoints) is shared with the others.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ppox.config import ConfigError, HParams, PPOConfig
+from ppox.parallel import distributed
 from ppox.sweep.plan import (
     Batch,
     Group,
@@ -180,7 +185,8 @@ def run_sweep(spec: SweepSpec, base_cfg: PPOConfig, base_hp: HParams | None = No
     result = _assemble(plan, records, stats, counter.traces, time.perf_counter() - t_start)
     if store is not None:
         result.out_dir = store.path
-        write_results(result, plan.spec, base_seed, plots=opts.plots, top_k=opts.top_k)
+        distributed.run_on_writer(lambda: write_results(result, plan.spec, base_seed,
+                                                        plots=opts.plots, top_k=opts.top_k))
     print_summary(opts.out, result, opts.top_k)
     return result
 
@@ -188,9 +194,8 @@ def run_sweep(spec: SweepSpec, base_cfg: PPOConfig, base_hp: HParams | None = No
 def _prepare(spec: SweepSpec, base_cfg: PPOConfig, base_hp: HParams, opts: SweepOptions,
              store: SweepDir | None) -> tuple[SweepPlan, int]:
     """Expands and plans the sweep and sets up its directory (new, or a checked resume)."""
-    import jax
-
     from ppox.host.configfile import run_file_dict
+    from ppox.host.run import mesh_devices
 
     base_seed = spec.seed if spec.seed is not None else opts.base_seed
     num_seeds = spec.seeds if spec.seeds is not None else opts.num_seeds
@@ -199,11 +204,12 @@ def _prepare(spec: SweepSpec, base_cfg: PPOConfig, base_hp: HParams, opts: Sweep
     if opts.checkpoint_every < 0:
         raise ConfigError(f"checkpoint_every={opts.checkpoint_every} must be >= 0 (chunks "
                           "between checkpoints; 0: only at the end of each batch)")
-    stored = store.read_record() if store is not None and opts.resume else None
+    stored = (distributed.from_writer(store.read_record)
+              if store is not None and opts.resume else None)
     configs = expand(spec, base_cfg, base_hp)  # everything checked before any compile
     seeds = [base_seed + j for j in range(num_seeds)]
     groups = group_configs(configs, seeds)
-    devices = len(jax.local_devices())
+    devices = len(mesh_devices())  # several processes: every one's devices
     if stored is not None and opts.batch_size is None and _same_shape(stored, groups):
         plans = stored.plans()  # the recorded plan, not a new memory estimate
     else:
@@ -216,11 +222,15 @@ def _prepare(spec: SweepSpec, base_cfg: PPOConfig, base_hp: HParams, opts: Sweep
         plan={"batch_size": opts.batch_size, "progress_chunks": opts.progress_chunks,
               "checkpoint_every": opts.checkpoint_every, "devices": devices,
               "groups": [[p.batch_size, p.num_batches, p.num_runs] for p in plans]})
+    distributed.check_same_settings({
+        "base": record.base, "spec": record.spec, "plan": record.plan,
+        "out": None if store is None else str(store.path), "resume": opts.resume,
+        "overwrite": opts.overwrite})
     if store is not None:
         if stored is not None:
-            store.check_resume(stored, record)
+            distributed.run_on_writer(lambda: store.check_resume(stored, record))
         else:
-            store.create(record, opts.overwrite)
+            distributed.run_on_writer(lambda: store.create(record, opts.overwrite))
     max_batch = opts.batch_size if stored is None else (
         opts.batch_size or stored.plan.get("batch_size"))
     return SweepPlan(spec=spec, configs=configs, groups=groups, plans=plans, seeds=seeds,
@@ -286,14 +296,15 @@ def _batch_result(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
     """The batch's results: read back when a resume finds it finished, else trained (and
     then kept in the sweep directory)."""
     store = sweep.store
-    record = store.load_batch(batch) if store is not None and sweep.opts.resume else None
+    record = (distributed.from_writer(lambda: store.load_batch(batch))
+              if store is not None and sweep.opts.resume else None)
     if record is not None:
         sweep.totals.read_back += 1
         _say(sweep.opts.out, f"{label}: finished before, read back from {store.path}")
         return record
     record = _train_batch(sweep, batch, label)
     if store is not None:
-        store.save_batch(batch, record)
+        distributed.run_on_writer(lambda: store.save_batch(batch, record))
     return record
 
 
@@ -327,8 +338,8 @@ def _requested_signal() -> int | None:
 
 def _stop_if_requested() -> None:
     """A stop request that arrived while no batch was training stops the sweep before the
-    next batch."""
-    if _requested_signal() is not None:
+    next batch (any process's: several processes stop together)."""
+    if distributed.agreed_max([_requested_signal() or 0])[0]:
         raise KeyboardInterrupt
 
 
@@ -354,7 +365,8 @@ def _train_batch(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
     group = sweep.plan.groups[batch.group]
     runs = [group.run(r) for r in batch.runs]
     seeds = [s for _, s in runs]
-    start = store.start_batch(batch) if store is not None else None
+    start = (distributed.from_writer(lambda: store.start_batch(batch))
+             if store is not None else None)
     if start is not None:
         sweep.totals.resumed += 1
         _say(opts.out, f"{label}: resuming from its checkpoint at update {start}")
@@ -373,7 +385,7 @@ def _train_batch(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
         _say(opts.out, f"{label}: cannot continue from its checkpoint ({err}); training it "
                        "again from the start")
         sweep.totals.resumed -= 1
-        store.restart_batch(batch)
+        distributed.run_on_writer(lambda: store.restart_batch(batch))
         start = None
         res = train_runs(*args, resume=False, **kwargs)
     wall_s = time.perf_counter() - t0
@@ -381,10 +393,14 @@ def _train_batch(sweep: _Sweep, batch: Batch, label: str) -> BatchRecord:
     metrics = res.metrics
     if start and len(set(seeds)) < len(seeds):
         assert store is not None
-        metrics = read_batch_metrics(store.batch_dir(batch), len(runs), group.cfg.num_updates)
+        metrics = distributed.from_writer(lambda: read_batch_metrics(
+            store.batch_dir(batch), len(runs), group.cfg.num_updates))
     n_real = len(batch.real)
     trained = (group.cfg.num_updates - start) * group.cfg.batch_size * n_real
-    return _batch_record(metrics, res.state.params, group.cfg, n_real,
+    from ppox.parallel import gather
+
+    params = gather(res.state.params)  # several processes: each holds its own runs
+    return _batch_record(metrics, params, group.cfg, n_real,
                          (wall_s, res.compile_s, res.run_s, trained))
 
 
