@@ -155,8 +155,8 @@ class EvalArgs:
     stochastic: bool = False
     """sample actions instead of taking the mode"""
     video: Path | None = None
-    """also write one deterministic episode as a GIF or MP4 (brax without offscreen OpenGL:
-    its HTML viewer)"""
+    """also write one deterministic episode as a GIF or MP4 (brax and playground without
+    offscreen OpenGL, EGL or OSMesa: brax's HTML viewer)"""
 
 
 def cmd_eval(argv: Sequence[str]) -> int:

@@ -17,6 +17,10 @@ not do. ``mujoco_playground`` is imported only when an env is built (``pip insta
 The env's own config is overridable with ``env_config`` ``key=value`` pairs (dotted keys
 reach nested fields); ``impl`` defaults to ``jax`` (MJX) rather than Playground's ``warp``,
 which ran ~8x slower on CPU.
+
+Episodes are drawn from the kept states' ``qpos``/``qvel`` by MuJoCo's offscreen renderer
+(``mujoco.Renderer``: EGL or OSMesa as ``MUJOCO_GL`` says), or written as brax's HTML viewer
+from the bodies' world poses (``xpos``/``xquat``) of the same states.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -187,3 +192,52 @@ def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
     )
     return BraxEnv(spec=spec, env=CompactStates.wrap(env), episode_length=episode_length,
                    action_repeat=action_repeat)
+
+
+def _episode_data(states: Any, length: int) -> list[Any]:
+    """The ``mjx.Data`` (host arrays; ``None`` for the dropped zero-size ones) of the first
+    ``length`` steps of ``states``, the eval's time-major episode-statistics state around a
+    ``BraxEnvState`` of one env."""
+    data = jax.tree.map(np.asarray, states.inner.inner.data)
+    return [jax.tree.map(lambda x, i=i: x[i], data) for i in range(max(1, length))]
+
+
+def render_frames(env: BraxEnv, states: Any, length: int, height: int = 240,
+                  width: int = 320, camera: int | str = -1) -> list[np.ndarray]:
+    """``[H, W, 3] uint8`` frames of one episode through ``mujoco.Renderer`` (offscreen GL,
+    as ``MUJOCO_GL`` chose when mujoco was imported); raises whatever mujoco raises when
+    there is no GL context to be had."""
+    import mujoco
+
+    model = env.env.base.mj_model
+    frames = []
+    with mujoco.Renderer(model, height=height, width=width) as renderer:
+        data = mujoco.MjData(model)
+        for d in _episode_data(states, length):
+            data.qpos, data.qvel = d.qpos, d.qvel
+            if d.mocap_pos is not None:
+                data.mocap_pos, data.mocap_quat = d.mocap_pos, d.mocap_quat
+            mujoco.mj_forward(model, data)
+            renderer.update_scene(data, camera=camera)
+            frames.append(renderer.render().copy())
+    return frames
+
+
+def render_html(env: BraxEnv, states: Any, length: int) -> str:
+    """One episode as brax's HTML viewer (needs no GL here; the page loads the viewer's
+    JavaScript from a CDN): the MJCF model as a brax ``System`` and each step's body poses."""
+    from ppox.envs.brax import _quiet
+
+    with _quiet():
+        from brax.base import Transform
+        from brax.io import html, mjcf
+
+        sys = mjcf.load_model(env.env.base.mj_model)
+    frames = [SimpleNamespace(x=Transform(pos=d.xpos[1:], rot=d.xquat[1:]))
+              for d in _episode_data(states, length)]
+    return html.render(sys.tree_replace({"opt.timestep": agent_dt(env)}), frames)
+
+
+def agent_dt(env: BraxEnv) -> float:
+    """Seconds of simulated time per agent step (``ctrl_dt`` x ``action_repeat``)."""
+    return float(env.env.base.dt) * env.action_repeat

@@ -2,8 +2,9 @@
 
 Frames come from the environments' own renderers: gymnax's (classic control through
 gymnasium's pygame renderer; MinAtar, Catch, mazes and PointRobot through matplotlib, drawn
-on an Agg canvas, so no display is needed) and brax's MuJoCo renderer (offscreen through
-EGL). Where brax cannot render offscreen, the episode is written as brax's HTML viewer
+on an Agg canvas, so no display is needed), brax's MuJoCo renderer and, for MuJoCo
+Playground, ``mujoco.Renderer`` (both offscreen through EGL or OSMesa, as ``MUJOCO_GL``
+says). Where MuJoCo cannot render offscreen, the episode is written as brax's HTML viewer
 instead. The files are encoded by imageio (Pillow for GIF, imageio-ffmpeg for MP4).
 """
 
@@ -37,10 +38,34 @@ class VideoOutput:
     note: str = ""
 
 
-def prefer_offscreen_gl() -> None:
-    """MuJoCo's renderer without a display: EGL, unless the user chose a backend. Call
-    before mujoco is first imported (brax imports it)."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
+# MUJOCO_GL value -> the shared library it loads (a missing one makes `import mujoco` itself
+# fail: PyOpenGL raises AttributeError, which mujoco does not catch)
+GL_LIBRARIES = {"egl": "EGL", "osmesa": "OSMesa"}
+GL_INSTALL = "apt-get install libegl1 libgl1 for EGL, or libosmesa6 for OSMesa"
+_gl_problem = ""  # why offscreen GL was turned off by prefer_offscreen_gl, for the note
+
+
+def prefer_offscreen_gl() -> str:
+    """Chooses MuJoCo's GL backend before mujoco is first imported (brax and Playground
+    import it): the user's ``MUJOCO_GL`` if its library is installed, else the first of EGL
+    and OSMesa that is. Where none is, ``MUJOCO_GL=disable`` (mujoco then imports, and
+    renderers fail, which the caller turns into the HTML viewer); returns why, or ""."""
+    global _gl_problem
+    import ctypes.util
+
+    chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if chosen and chosen not in GL_LIBRARIES:
+        return ""  # glfw, glx, disable, ...: the user's call
+    if chosen:
+        missing = ctypes.util.find_library(GL_LIBRARIES[chosen]) is None
+        _gl_problem = (f"MUJOCO_GL={chosen} but lib{GL_LIBRARIES[chosen]} is not installed; "
+                       f"{GL_INSTALL}") if missing else ""
+    else:
+        found = [gl for gl, lib in GL_LIBRARIES.items() if ctypes.util.find_library(lib)]
+        chosen = found[0] if found else ""
+        _gl_problem = "" if found else f"neither libEGL nor libOSMesa is installed; {GL_INSTALL}"
+    os.environ["MUJOCO_GL"] = "disable" if _gl_problem else chosen
+    return _gl_problem
 
 
 def _figure_rgb(draw: Callable[[Any], None], size: tuple[float, float] = (4.0, 4.0),
@@ -111,6 +136,41 @@ def _brax_frames(brax_env: Any, states: Any, length: int) -> list[np.ndarray]:
     return list(image.render_array(brax_env.env.sys, traj, height=240, width=320))
 
 
+@dataclass
+class _MujocoEpisode:
+    """A brax or Playground episode drawn by MuJoCo: ``frames`` at ``fps`` by ``renderer``,
+    or, where MuJoCo could not render offscreen, no frames and the ``html`` viewer page with
+    the one-line ``note`` saying why."""
+
+    frames: list[np.ndarray]
+    fps: float
+    renderer: str
+    html: str = ""
+    note: str = ""
+
+
+def _mujoco_frames(env_id: str, env: Any, states: Any, length: int) -> _MujocoEpisode:
+    gl = os.environ.get("MUJOCO_GL", "")
+    if env_id.startswith("playground/"):
+        from ppox.envs import playground
+
+        draw, html, dt, who = (playground.render_frames, playground.render_html,
+                               playground.agent_dt(env), "MuJoCo's offscreen renderer")
+    else:
+        from ppox.envs.brax import render_html
+
+        draw, html, dt, who = (_brax_frames, render_html, float(env.env.dt),
+                               "brax's MuJoCo renderer")
+    try:
+        return _MujocoEpisode(draw(env, states, length), 1.0 / dt, f"{who} (MUJOCO_GL={gl})")
+    except Exception as err:  # no offscreen GL (EGL/OSMesa) on this machine
+        why = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
+        why = _gl_problem or (f"{type(err).__name__}: {why}; with MUJOCO_GL={gl!r}, read "
+                              "when mujoco was first imported")
+        note = f"MuJoCo cannot render offscreen here ({why}); wrote brax's HTML viewer instead"
+        return _MujocoEpisode([], 0.0, "brax's HTML viewer", html(env, states, length), note)
+
+
 def write_video(path: str | Path, frames: list[np.ndarray], fps: float) -> Path:
     """Encodes ``frames`` (``[H, W, 3] uint8`` each) as a GIF (looping) or MP4 by suffix."""
     import imageio.v3 as iio
@@ -137,6 +197,7 @@ def record_video(run_dir: str | Path, path: str | Path, seed: int = 0, run_index
     """Plays one deterministic episode of a trained run and writes it to ``path``
     (``.gif`` or ``.mp4``). Episodes longer than ``max_frames`` keep every k-th frame."""
     from ppox.evaluate import make_evaluate
+    from ppox.host.configfile import atomic_write_text
     from ppox.host.evaluation import load_policy
 
     path = Path(path)
@@ -152,22 +213,13 @@ def record_video(run_dir: str | Path, path: str | Path, seed: int = 0, run_index
 
     env = env_for(pol.cfg).env
     out = dict(episode_return=float(returns[0]), episode_length=length)
-    if pol.cfg.is_brax:
-        try:
-            frames = _brax_frames(env, states, length)[::step]
-        except Exception as err:  # no offscreen GL (EGL/OSMesa) on this machine
-            from ppox.envs.brax import render_html
-            from ppox.host.configfile import atomic_write_text
-
+    if pol.cfg.is_brax or pol.cfg.env_id.startswith("playground/"):
+        drawn = _mujoco_frames(pol.cfg.env_id, env, states, length)
+        if drawn.html:
             html = path.with_suffix(".html")
-            atomic_write_text(html, render_html(env, states, length))
-            return VideoOutput(html, 0, "brax's HTML viewer", **out,
-                               note=f"MuJoCo cannot render offscreen here "
-                                    f"({type(err).__name__}: {err}; with MUJOCO_GL="
-                                    f"{os.environ.get('MUJOCO_GL', '')!r}, read when mujoco "
-                                    "was first imported); wrote the HTML viewer instead")
-        fps = fps or 1.0 / float(env.env.dt)
-        renderer = f"brax's MuJoCo renderer (MUJOCO_GL={os.environ.get('MUJOCO_GL', '')})"
+            atomic_write_text(html, drawn.html)
+            return VideoOutput(html, 0, drawn.renderer, **out, note=drawn.note)
+        frames, renderer, fps = drawn.frames[::step], drawn.renderer, fps or drawn.fps
     else:
         inner = jax.tree.map(np.asarray, states.inner)
         picked = [jax.tree.map(lambda x, i=i: x[i], inner) for i in range(0, length, step)]
