@@ -25,7 +25,7 @@ def test_cartpole_balance_learns(tmp_path):
                  "--quiet", *BUDGET]) == 0
     # the run's config says which MJX implementation it ran on
     stored = tomllib.loads((run_dir / "config.toml").read_text())
-    assert stored["config"]["env_config"] == "impl=jax"
+    assert stored["env"] == {"id": "playground/CartpoleBalance", "impl": "jax"}
     # deterministic evaluation (the mean action) over full 1000-step episodes
     res = evaluate_run(run_dir, episodes=8, seed=1)
     assert (res.lengths == 1000).all()

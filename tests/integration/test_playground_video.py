@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import zlib
 
 import imageio.v3 as iio
@@ -101,3 +102,17 @@ def test_eval_video_without_gl_writes_the_html_viewer_and_says_why(tiny_run, tmp
     system = json.loads(zlib.decompress(base64.b64decode(blob.group(1))))
     assert len(system["states"]["x"]) == EPISODE
     assert np.asarray(system["states"]["x"][0]["pos"]).shape == (2, 3)
+
+
+def test_the_runs_env_options_are_its_env_table_and_a_resume_keeps_them(tiny_run, capsys):
+    stored = tomllib.loads((tiny_run / "config.toml").read_text())
+    assert stored["env"] == {"id": "playground/CartpoleBalance", "episode_length": EPISODE}
+    assert "env_config" not in stored["config"]
+    # resuming reads the settings back from config.toml and finds them unchanged
+    assert main(["train", "--run-dir", str(tiny_run), "--resume", "--quiet"]) == 0
+    assert "the run is complete" in capsys.readouterr().out
+    # a changed option is refused before anything is built
+    assert main(["train", "--run-dir", str(tiny_run), "--resume", "--quiet",
+                 "--env-config", "episode_length=31"]) == 2
+    assert "env_config: 'episode_length=31' here, 'episode_length=30' in the run" in \
+        capsys.readouterr().err

@@ -326,6 +326,12 @@ def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
     if unknown:
         raise ConfigError(_unknown_argument(unknown, argv, flags, prog))
     args = _checked(args, flags)
+    if file is not None and file.config.get("env_config") and "env_config" in _given_names(
+            argv, flags):  # --env-config replaces the keys it names of the file's [env]
+        from ppox.host.configfile import merge_env_config
+
+        args = dataclasses.replace(args, env_config=merge_env_config(
+            file.config["env_config"], args.env_config))
     if args.env != env:
         check_env_id(args.env)
     cfg = PPOConfig(env_id=args.env, **{k: getattr(args, k) for k in config_field_names()

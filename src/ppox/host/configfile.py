@@ -11,6 +11,17 @@ Format (every key optional; ``ppox train`` writes the resolved one into each run
     num_envs = 4
     [hparams]       # HParams fields
     learning_rate = 2.5e-4
+
+A playground env's own options (``--env-config key=value``) are an ``[env]`` table, which
+then also holds the env id (TOML cannot have both ``env = "..."`` and ``[env]``)::
+
+    [env]
+    id = "playground/CartpoleSwingup"
+    impl = "jax"
+    episode_length = 500
+
+Read, the table becomes ``env`` and ``config["env_config"]`` (``"impl=jax,episode_length=
+500"``); written, a run with env options gets the table instead of ``env_config``.
 """
 
 from __future__ import annotations
@@ -75,13 +86,20 @@ def read_run_file(path: str | Path) -> RunFile:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing .toml file")
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+        hint = ""
+        if "[env]" in text and any(line.replace(" ", "").startswith("env=")
+                                   for line in text.splitlines()):
+            hint = ('; with an [env] table the env id is its key id, e.g. [env] then '
+                    'id = "playground/CartpoleBalance", not a top-level env = "..."')
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}{hint}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {str(path)!r} cannot be read ({err}); pass a readable "
                           "UTF-8 .toml file") from None
     where = f"config file {str(path)!r}"
+    data = _env_table(where, data)
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ConfigError(
@@ -115,6 +133,79 @@ def read_run_file(path: str | Path) -> RunFile:
     return RunFile(**top, config=tables["config"], hparams=tables["hparams"])
 
 
+ENV_ID_KEY = "id"
+
+
+def _env_table(where: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with an ``[env]`` table turned into ``env`` (its ``id``, if any) and
+    ``config["env_config"]`` (its other keys as ``key=value`` pairs, nested tables as dotted
+    keys); which keys the env has is checked when the env is built."""
+    table = data.get("env")
+    if not isinstance(table, dict):
+        return data
+    options = _flat_options(where, {k: v for k, v in table.items() if k != ENV_ID_KEY})
+    data = {k: v for k, v in data.items() if k != "env"}
+    if ENV_ID_KEY in table:
+        data["env"] = table[ENV_ID_KEY]
+    if not options:
+        return data
+    config = data.get("config", {})
+    if isinstance(config, dict) and "env_config" in config:
+        raise ConfigError(f"{where}: the env's options are given twice, as [config] "
+                          "env_config and as an [env] table; keep one (the [env] table)")
+    env_id = data.get("env")
+    if isinstance(env_id, str) and not env_id.startswith("playground/"):
+        raise ConfigError(f"{where}: [env] options ({', '.join(options)}) apply to playground "
+                          f"envs only, not {env_id}; its settings are [config] fields")
+    pairs = ",".join(f"{k}={_option_text(v)}" for k, v in options.items())
+    return {**data, "config": {**(config if isinstance(config, dict) else {}),
+                               "env_config": pairs}}
+
+
+def _flat_options(where: str, table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = prefix + key
+        if isinstance(value, dict):
+            out |= _flat_options(where, value, name + ".")
+        elif isinstance(value, bool | int | float) or (
+                isinstance(value, str) and value and not set(value) & set(",= ")):
+            out[name] = value
+        else:
+            raise ConfigError(f"{where}: [env] {name} = {value!r}: an env option is a number, "
+                              "true/false or a word (no commas, '=' or spaces)")
+    return out
+
+
+def _option_text(value: Any) -> str:
+    """An [env] value as ``parse_env_config`` reads it back."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def env_table(env_id: str, env_config: str) -> dict[str, Any]:
+    """The ``[env]`` table of a run with these env options (``"impl=jax,..."``): the id, then
+    the options with their values typed (dotted keys as nested tables)."""
+    from ppox.envs.playground import parse_env_config
+
+    table: dict[str, Any] = {ENV_ID_KEY: env_id}
+    for key, value in parse_env_config(env_config).items():
+        *parents, leaf = key.split(".")
+        node = table
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return table
+
+
+def merge_env_config(base: str, override: str) -> str:
+    """``base`` env options with ``override``'s keys replacing theirs (a config file's
+    ``[env]`` table, then ``--env-config`` on the command line)."""
+    from ppox.envs.playground import parse_env_config
+
+    merged = parse_env_config(base) | parse_env_config(override)
+    return ",".join(f"{k}={_option_text(v)}" for k, v in merged.items())
+
+
 def _coerced(where: str, table: str, cls: type, key: str, value: Any) -> Any:
     try:
         value = coerce_value(cls, key, value, style="toml")
@@ -131,8 +222,9 @@ def run_file_dict(cfg: PPOConfig, hp: HParams, seed: int, num_seeds: int = 1,
     and an absent key reads back as the default, None."""
     conf = {k: v for k, v in config_to_dict(cfg).items() if v is not None}
     env = conf.pop("env_id")
+    env_config = conf.pop("env_config") if conf.get("env_config") else ""  # -> [env]
     return {
-        "env": env,
+        "env": env_table(env, env_config) if env_config else env,
         "seed": int(seed),
         "num_seeds": int(num_seeds),
         "layout": layout,
@@ -140,6 +232,18 @@ def run_file_dict(cfg: PPOConfig, hp: HParams, seed: int, num_seeds: int = 1,
         "config": conf,
         "hparams": {k: float(v) for k, v in hp.to_dict().items()},
     }
+
+
+def _comparable(data: dict[str, Any]) -> dict[str, Any]:
+    """A run file's contents with an ``[env]`` table as ``env`` and ``env_config`` (so a run
+    written either way compares), the env options in sorted order."""
+    data = _env_table("", data)
+    data.setdefault("config", {}).setdefault("env_config", "")  # a file from before it
+    data.setdefault("hparams", {})
+    if data["config"]["env_config"]:
+        data["config"]["env_config"] = ",".join(sorted(
+            merge_env_config("", data["config"]["env_config"]).split(",")))
+    return data
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -176,8 +280,8 @@ def run_file_differences(path: str | Path, given: dict[str, Any]) -> list[str]:
     one ``"name: X here, Y in the run"`` string per setting. Keys the stored file lacks (a run
     dir written before the setting existed) are not compared, except options whose default is
     None: run files leave None out, so there an absent key means None."""
-    stored = tomllib.loads(Path(path).read_text())
-    given = tomllib.loads(tomli_w.dumps(given))  # compare as TOML reads it (tuples -> lists)
+    stored = _comparable(tomllib.loads(Path(path).read_text()))
+    given = _comparable(tomllib.loads(tomli_w.dumps(given)))  # as TOML reads it back
     out = []
     pairs = [(stored, given)] + [(stored.get(t, {}), given[t]) for t in ("config", "hparams")]
     for old, new in pairs:
