@@ -244,3 +244,13 @@ def test_bad_distributed_flags_are_one_error(command, argv, message, capsys, tmp
     assert main([command, *argv, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_distributed_without_a_cluster_is_one_error(tmp_path):
+    p = _Ppox(tmp_path / "logs", "alone", tmp_path / "alone",
+              ["train", "--distributed", "--run-dir", "run"], 1, tmp_path / "xla-cache")
+    _finish([p], 120)
+    p.check(2)
+    err = p.text()[1]
+    assert "error: --distributed found no cluster environment to read" in err, err[-2000:]
+    assert _files(tmp_path / "alone") == []
