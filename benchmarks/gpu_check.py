@@ -22,9 +22,9 @@ check"). Steps, in order (the full sizes; ``--smoke`` shrinks each):
                     --smoke: brax/inverted_pendulum)
 ``playground``      playground/CartpoleBalance, 4,096 envs (Playground's PPO settings: 480
                     steps, 16 epochs x 32 minibatches; impl=jax)
-``peers``           Brax's PPO trainer on the brax step's env and rejax (PureJaxRL-style)
-                    on CartPole, 4,096 envs, where ``.venvs/peer-<name>`` exists; else
-                    skipped, saying so
+``peers``           Brax's PPO trainer on the brax and playground steps' envs and rejax
+                    (PureJaxRL-style) on CartPole, 4,096 envs, 20 updates, where
+                    ``.venvs/peer-<name>`` exists; else skipped, saying so
 
 Writes one JSON per step, ``summary.json`` and ``summary.md`` into ``--out`` (default
 ``benchmarks/results/<machine>/gpu_check/``; with ``--smoke`` a temporary folder). Every
@@ -68,8 +68,9 @@ DISTS = ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda13-pjrt", "jax-cuda12-pl
          "brax", "mujoco", "mujoco-mjx", "playground", "warp-lang", "tyro", "ml-collections")
 #: Modules the steps need beyond jax; the device step tries each.
 MODULES = ("gymnax", "brax", "mujoco", "mujoco.mjx", "mujoco_playground", "tyro")
-#: The peers step's peers: Brax's PPO trainer on the brax step's env, rejax on CartPole.
-PEERS = ("brax", "rejax")
+#: The peers step's peers: Brax's PPO trainer on the brax step's env, rejax on CartPole,
+#: Brax's PPO on Playground's env where the harness has that runner.
+PEERS = ("brax", "rejax", "playground")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,14 +312,16 @@ def step_sweep(ctx: Context) -> dict[str, Any]:
 def step_peers(ctx: Context) -> dict[str, Any]:
     """Each peer of ``PEERS`` at the brax or CartPole point's size where its venv exists;
     the rest skipped with the reason. The step's own figures are the first peer's that ran."""
-    envs = {"brax": ctx.sizes.brax_env, "rejax": "CartPole-v1"}
+    envs = {"brax": ctx.sizes.brax_env, "rejax": "CartPole-v1",
+            "playground": ctx.sizes.playground_env}
     runs = {f"{peer} ({envs[peer]})": run_peer(ctx, peer, envs[peer]) for peer in PEERS}
     note = "; ".join(f"{k}: {v['status']}" + (f" ({v['why']})" if v.get("why") else "")
                      for k, v in runs.items())
     ok = [v for v in runs.values() if v["status"] == "ok"]
     status = ("failed" if any(v["status"] == "failed" for v in runs.values()) else
               "ok" if ok else "skipped")
-    out: dict[str, Any] = {"what": f"peers: Brax's PPO on {envs['brax']}, rejax on CartPole",
+    out: dict[str, Any] = {"what": f"peers: Brax's PPO on {envs['brax']} and "
+                                   f"{envs['playground']}, rejax on CartPole",
                            "status": status, "note": note, "result": runs}
     if ok:
         out.update(compile_s=ok[0]["compile_s_median"], run_s=ok[0]["run_s_median"],
@@ -329,12 +332,21 @@ def step_peers(ctx: Context) -> dict[str, Any]:
 def run_peer(ctx: Context, peer: str, env_id: str) -> dict[str, Any]:
     """One peer in a fresh process (``benchmarks.harness.peers``), 20 updates at the
     point's size, or why it is skipped."""
-    from benchmarks.harness.peers import peer_job, run_side_by_side, summarize_side_by_side
+    from benchmarks.harness.peers import (
+        PEER_RUNNERS,
+        peer_job,
+        run_side_by_side,
+        summarize_side_by_side,
+    )
     from ppox.diagnostics import point_config
 
-    brax = env_id.startswith("brax/")
-    cfg, hp = point_config(env_id, ctx.sizes.brax_envs if brax else ctx.sizes.cartpole_envs,
-                           overrides=ctx.sizes.brax_overrides if brax else None)
+    if peer not in PEER_RUNNERS:
+        return {"status": "skipped", "why": "no runner for it in benchmarks/harness/peers.py"}
+    kind = env_id.split("/")[0] if "/" in env_id else "cartpole"
+    num_envs = {"brax": ctx.sizes.brax_envs, "playground": ctx.sizes.playground_envs}
+    overrides = {"brax": ctx.sizes.brax_overrides, "playground": ctx.sizes.playground_overrides}
+    cfg, hp = point_config(env_id, num_envs.get(kind, ctx.sizes.cartpole_envs),
+                           overrides=overrides.get(kind))
     job = peer_job(peer, cfg.replace(total_timesteps=cfg.batch_size * 20), hp)
     if job.skipped:
         return {"status": "skipped", "why": job.skipped}

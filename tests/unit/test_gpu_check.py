@@ -51,8 +51,12 @@ def fake_child(kind, spec, timeout):
 
 def test_every_step_writes_its_fields_and_failures_do_not_stop_the_rest(
         tmp_path, monkeypatch, capsys):
+    from benchmarks.harness import peers
+
     monkeypatch.setattr(gpu_check, "point_in_process", fake_point)
     monkeypatch.setattr(gpu_check, "child_in_process", fake_child)
+    monkeypatch.setattr(peers, "peer_job", lambda peer, cfg, hp: peers.Job(
+        peer, None, skipped=f"no venv at .venvs/peer-{peer}"))  # whatever this checkout has
     monkeypatch.setenv("OUT", str(tmp_path / "out"))
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("PPOX_COMPILE_CACHE", raising=False)  # main() sets it; restored after
@@ -147,3 +151,35 @@ def test_smoke_mode_for_real(tmp_path):
         assert step["compile_s"] > 0 and step["run_s"] > 0 and step["sps"] > 0
         assert step["mode"].startswith("smoke")
     assert "| cartpole |" in (tmp_path / "summary.md").read_text()
+
+
+def test_peers_run_where_their_venvs_exist(monkeypatch):
+    from benchmarks.harness import peers
+
+    def job(peer, cfg, hp):
+        if peer == "rejax":
+            return peers.Job(peer, None, skipped="no venv at .venvs/peer-rejax")
+        assert cfg.num_envs == 4096 and cfg.total_timesteps == 20 * cfg.batch_size
+        return peers.Job(peer, ["python", f"run_{peer}.py"])
+
+    def side_by_side(jobs, rounds, *, timeout):
+        (j,) = jobs
+        run = {"sps": [100.0 if j.name == "brax" else 50.0], "compile_s": 2.0,
+               "run_s": [1.0], "final_return": 1.0, "config": {}}
+        if j.name == "playground":
+            run = {"error": "no JSON line on stdout (exit status 1)"}
+        return {j.name: {"command": "x", "runs": [run], "skipped": None, "note": ""}}
+
+    monkeypatch.setattr(peers, "peer_job", job)
+    monkeypatch.setattr(peers, "run_side_by_side", side_by_side)
+    monkeypatch.setattr(peers, "PEER_RUNNERS", {**peers.PEER_RUNNERS, "playground": "x.py"})
+    ctx = gpu_check.Context(gpu_check.FULL, deadline=gpu_check.time.monotonic() + 100)
+    out = gpu_check.step_peers(ctx)
+    assert out["status"] == "failed"  # the playground peer ran and failed
+    assert out["sps"] == 100.0 and out["compile_s"] == 2.0 and out["run_s"] == 1.0
+    assert out["result"]["rejax (CartPole-v1)"]["status"] == "skipped"
+    assert "brax (brax/ant): ok" in out["note"]
+
+    monkeypatch.setattr(peers, "PEER_RUNNERS", {"brax": "b.py", "rejax": "r.py"})
+    out = gpu_check.step_peers(ctx)
+    assert out["result"]["playground (playground/CartpoleBalance)"]["status"] == "skipped"
