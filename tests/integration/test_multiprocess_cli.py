@@ -160,9 +160,12 @@ def test_two_processes_train_write_once_and_resume(tmp_path):
         time.sleep(0.2)
     cut[0].popen.send_signal(signal.SIGINT)
     _finish(cut, 120)
-    for p in cut:
+    for i, p in enumerate(cut):
         p.check(130)
-        assert "interrupted (SIGINT)" in p.text()[1]
+        err = p.text()[1]
+        assert "interrupted (SIGINT)" in err  # each says how to resume it, as this process
+        assert ("--resume --progress-chunks 4 --coordinator 127.0.0.1:" in err
+                and f"--num-processes 2 --process-id {i}" in err), err[-1500:]
     assert "saved checkpoint" in cut[0].text()[1] and "update 12 of 16" in cut[0].text()[1]
     assert sorted(os.listdir(shared / "checkpoints")) == ["12"]
     assert not (shared / "policy").exists()
@@ -208,14 +211,26 @@ def test_two_process_sweep_equals_one_process(tmp_path):
                 np.testing.assert_allclose(ca[k], cb[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def test_runs_or_envs_that_do_not_divide_are_one_error_on_every_process(tmp_path):
+def test_bad_starts_are_one_error_on_every_process(tmp_path):
+    """Envs or runs that do not divide across the 2 processes' devices, and a run directory
+    that process 0 refuses (process 1's own would be fine: it does not look, it fails with
+    process 0's error): exit 2 on both, nothing compiled or written."""
     cache, logs = tmp_path / "xla-cache", tmp_path / "logs"
     base = ["train", "--num-steps", "32", "--total-timesteps", "2048", "--run-dir", "run"]
     envs = _processes(logs, "envs", [tmp_path / "e0", tmp_path / "e1"],
                       [*base, "--num-envs", "3", "--data-parallel"], cache)
     runs = _processes(logs, "runs", [tmp_path / "r0", tmp_path / "r1"],
                       [*base, "--num-envs", "4", "--num-seeds", "3"], cache)
-    _finish([*envs, *runs], 200)
+    (tmp_path / "d0" / "run").mkdir(parents=True)
+    (tmp_path / "d0" / "run" / "config.toml").write_text("env = 'CartPole-v1'\n")
+    taken = _processes(logs, "taken", [tmp_path / "d0", tmp_path / "d1"],
+                       [*base, "--num-envs", "4", "--data-parallel"], cache)
+    _finish([*envs, *runs, *taken], 200)
+    for p in taken:
+        p.check(2)
+        assert "error: run directory 'run' already holds a run" in p.text()[1], p.text()[1]
+    assert _files(tmp_path / "d0") == ["run", "run/config.toml"]
+    assert _files(tmp_path / "d1") == []
     for p in envs:
         p.check(2)
         assert "error: data parallelism over 2 devices needs num_envs=3 divisible by 2" \

@@ -42,6 +42,11 @@ def _resume_flags(args: object) -> str:
         out += f" --checkpoint-every {args.checkpoint_every}"
     if args.checkpoint_every_s:
         out += f" --checkpoint-every-s {args.checkpoint_every_s:g}"
+    if getattr(args, "coordinator", None) is not None:  # every process runs it again
+        out += (f" --coordinator {args.coordinator} --num-processes {args.num_processes} "
+                f"--process-id {args.process_id}")
+    if getattr(args, "distributed", False):
+        out += " --distributed"
     return out + (" --quiet" if args.quiet else "")
 
 
