@@ -339,6 +339,24 @@ def test_one_process_helpers_and_bad_starts_in_process():
     assert np.array_equal(local_view(jax.numpy.asarray(tree["a"])), tree["a"])
     assert np.array_equal(gather(tree)["a"], tree["a"])
     distributed.check_same_settings({"num_envs": 4})  # one process: nothing to compare
+    # the shared decisions and writes are the plain values and calls with one process
+    assert distributed.broadcast({"a": [1, 2]}) == {"a": [1, 2]}
+    assert distributed.agreed_max([3, 0]) == [3, 0]
+    assert distributed.from_writer(lambda: "read") == "read"
+    assert distributed.run_on_writer(lambda: 7) == 7
+    with pytest.raises(OSError, match="disk full"):
+        distributed.run_on_writer(lambda: (_ for _ in ()).throw(OSError("disk full")))
+
+    class TwoArgs(Exception):  # unpicklable as is: another process gets its first line
+        def __init__(self, message, info):
+            super().__init__(message)
+
+    import pickle
+
+    again = pickle.loads(distributed._as_payload(TwoArgs("write failed\nmore", {})))
+    assert type(again) is RuntimeError and str(again) == "write failed"
+    same = pickle.loads(distributed._as_payload(distributed.DistributedError("refused")))
+    assert type(same) is distributed.DistributedError and str(same) == "refused"
     assert distributed.settings_digest({"a": 1, "b": 2}) == \
         distributed.settings_digest({"b": 2, "a": 1})
     for args, message in [(("localhost", 2, 0), "is not HOST:PORT"),
