@@ -28,10 +28,20 @@ Suites:
     report a deterministic evaluation after training (brax's evaluator; ppox.evaluate, same
     episode count). The brax peer runs jax 0.6.2 (a different XLA from ppox's 0.10.2).
 
+  * ``playground``: playground/CartpoleBalance (DM Control Suite, MJX ``impl=jax``) with
+    ppox's Playground defaults (``ppox.defaults.playground_defaults``: Playground's published
+    Brax-PPO settings) at the learning test's budget, 32 envs x 64 steps, 4 epochs of 4
+    minibatches, 410k steps (quick: 82k), against Playground's documented training (Brax's
+    ``ppo.train`` with ``dm_control_suite_params``, ``benchmarks/peers/run_playground_ppo.py``)
+    mapped to the same update; both report a deterministic evaluation of 8 full episodes.
+    The peer runs jax 0.9.2 (brax 0.14.2's trainer fails on jax 0.10), and keeps
+    Playground's reward_scaling 10 and time-outs treated as terminations.
+
     python benchmarks/side_by_side.py --quick                  # ~2 min
     python benchmarks/side_by_side.py                          # cartpole, ~8 min
     python benchmarks/side_by_side.py --suite brax --quick     # ~5 min
     python benchmarks/side_by_side.py --suite brax             # ~20 min
+    python benchmarks/side_by_side.py --suite playground --rounds 1   # ~15 min
 
 Writes ``benchmarks/results/<machine>/side_by_side_<suite>.json`` (every process's JSON,
 the exact commands, ``machine_info()``) and ``side_by_side_<suite>.png``.
@@ -66,26 +76,31 @@ from benchmarks.harness.tables import side_by_side_table
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    """ppox side by side with rejax, SB3 (suite cartpole) or Brax's PPO (suite brax)."""
+    """ppox side by side with rejax, SB3 (suite cartpole), Brax's PPO (suite brax) or
+    Playground's own training (suite playground)."""
 
-    suite: Literal["cartpole", "brax"] = "cartpole"
-    """which comparison: CartPole-v1 vs rejax and SB3, or brax tasks vs Brax's trainer"""
+    suite: Literal["cartpole", "brax", "playground"] = "cartpole"
+    """which comparison: CartPole-v1 vs rejax and SB3, brax tasks vs Brax's trainer, or
+    Playground's DM Control Suite vs Playground's own training (Brax's trainer)"""
     quick: bool = False
     """small budgets, one round"""
     rounds: int | None = None
-    """fresh processes per implementation (default: cartpole 5, brax 2; quick 1)"""
+    """fresh processes per implementation (default: cartpole 5, brax and playground 2;
+    quick 1)"""
     repeats: int | None = None
     """timed runs inside each process after its compile (default 2 cartpole, 1 brax)"""
     peers: tuple[str, ...] | None = None
-    """peers to include (default: rejax sb3 for cartpole, brax for brax)"""
+    """peers to include (default: rejax sb3 for cartpole, brax for brax, playground for
+    playground)"""
     num_envs: tuple[int, ...] | None = None
-    """num_envs values (default: cartpole 4; brax 256 1024 (quick: 256))"""
+    """num_envs values (default: cartpole 4; brax 256 1024 (quick: 256); playground 32)"""
     steps: int | None = None
     """training steps of ppox and rejax / of each brax task (default: see the suite)"""
     sb3_steps: int | None = None
     """SB3's steps (default 100k, quick 20k)"""
     envs: tuple[str, ...] | None = None
-    """brax suite: tasks (default: inverted_pendulum halfcheetah; quick: inverted_pendulum)"""
+    """brax suite: tasks (default: inverted_pendulum halfcheetah; quick: inverted_pendulum);
+    playground suite: DM Control Suite envs (default: CartpoleBalance)"""
     api: Literal["fused", "train_runs"] = "fused"
     """ppox program: one fused jit(make_train) (as the rejax runner times rejax) or
     train_runs (what `ppox train` runs: chunks, host metrics)"""
@@ -196,6 +211,39 @@ def brax_jobs(args: Args, task: str, num_envs: int) -> tuple[str, list[Job]]:
     return f"{task} {num_envs} envs, {steps:,d} steps", jobs
 
 
+# Playground suite: the budget of tests/integration/test_playground_learning.py (ppox learns
+# CartpoleBalance there), 8 deterministic 1000-step evaluation episodes.
+PLAYGROUND_BUDGET = dict(num_envs=32, num_steps=64, update_epochs=4, num_minibatches=4)
+PLAYGROUND_STEPS = 400_000
+PLAYGROUND_EVAL_EPISODES = 8
+PLAYGROUND_RESETS = 10  # dm_control_suite_params' num_resets_per_eval (the runner checks)
+
+
+def playground_jobs(args: Args, task: str, num_envs: int) -> tuple[str, list[Job]]:
+    """ppox and Playground's own training on ``playground/<task>`` at ``num_envs`` envs."""
+    from ppox.defaults import resolve
+
+    cfg, hp = resolve(f"playground/{task}")
+    cfg = cfg.replace(**{**PLAYGROUND_BUDGET, "num_envs": num_envs})
+    # brax: 2 training epochs (num_evals 3) of PLAYGROUND_RESETS scans of >= 1 update each
+    unit = 2 * PLAYGROUND_RESETS * cfg.batch_size
+    steps = args.steps or (PLAYGROUND_STEPS // 4 if args.quick else PLAYGROUND_STEPS)
+    cfg = cfg.replace(total_timesteps=_round_to(steps, unit))
+    repeats = args.repeats or 1
+    episodes = PLAYGROUND_EVAL_EPISODES
+    jobs = ppox_jobs(args, cfg, hp, repeats, eval_episodes=episodes)
+    for peer in args.peers or ("playground",):
+        if peer != "playground":
+            raise SystemExit(f"peer {peer!r} is not a playground peer (playground)")
+        jobs.append(peer_job("playground", cfg, hp, repeats=repeats,
+                             extra=["--num-evals", "3", "--num-eval-envs", str(episodes)],
+                             note="Playground's documented training (brax 0.14.2 ppo.train, "
+                                  "dm_control_suite_params) on jax 0.9.2 (a different XLA); "
+                                  "keeps reward_scaling 10 and time-outs as terminations; "
+                                  f"eval: deterministic, {episodes} episodes"))
+    return f"{task} {num_envs} envs, {cfg.total_timesteps:,d} steps", jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n")[0])
     t_start = time.perf_counter()
@@ -204,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "cartpole":
         for n in args.num_envs or (4,):
             groups.append(cartpole_jobs(args, n))
+    elif args.suite == "playground":
+        for task in args.envs or ("CartpoleBalance",):
+            for n in args.num_envs or (PLAYGROUND_BUDGET["num_envs"],):
+                groups.append(playground_jobs(args, task.removeprefix("playground/"), n))
     else:
         tasks = args.envs or (("inverted_pendulum",) if args.quick
                               else ("inverted_pendulum", "halfcheetah"))

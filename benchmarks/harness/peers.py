@@ -19,7 +19,8 @@ from benchmarks.harness.workers import (
 from ppox.diagnostics import median
 
 #: Each peer's runner script under ``benchmarks/peers/`` (its venv: ``.venvs/peer-<name>``).
-PEER_RUNNERS = {"rejax": "run_rejax.py", "brax": "run_brax_ppo.py", "sb3": "run_sb3.py"}
+PEER_RUNNERS = {"rejax": "run_rejax.py", "brax": "run_brax_ppo.py", "sb3": "run_sb3.py",
+                "playground": "run_playground_ppo.py"}
 
 
 def peer_command(peer: str) -> tuple[list[str] | None, str | None]:
@@ -47,9 +48,12 @@ def peer_args(peer: str, cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0,
     coefficients, grad-norm clip. Brax also gets its critic widths, backend, episode length
     and observation normalization; one ppox update maps to ``num_envs=E, unroll_length=T,
     batch_size=E/M, num_minibatches=M, num_updates_per_batch=K`` (see the runner).
+    Playground gets the same mapping, its env's ``impl``, episode length and action repeat
+    from ``cfg.env_config`` (where absent: jax, and the env's own 1000 and 1).
     """
+    env = cfg.env_id.removeprefix("brax/").removeprefix("playground/")
     args = [
-        "--env", cfg.env_id.removeprefix("brax/"), "--num-envs", str(cfg.num_envs),
+        "--env", env, "--num-envs", str(cfg.num_envs),
         "--num-steps", str(cfg.num_steps), "--update-epochs", str(cfg.update_epochs),
         "--num-minibatches", str(cfg.num_minibatches),
         "--hidden", _hidden_flag(cfg.actor_hidden),
@@ -67,10 +71,31 @@ def peer_args(peer: str, cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0,
                  "--backend", cfg.backend, "--episode-length", str(cfg.episode_length),
                  "--action-repeat", str(cfg.action_repeat),
                  "--normalize-observations", str(bool(cfg.normalize_obs)).lower()]
+    elif peer == "playground":
+        args += _playground_args(cfg)
     elif tuple(cfg.critic_hidden) != tuple(cfg.actor_hidden):
         raise ValueError(f"{peer} uses the same widths for actor and critic; got "
                          f"{cfg.actor_hidden} and {cfg.critic_hidden}")
     return [*args, *extra]
+
+
+def _playground_args(cfg: Any) -> list[str]:
+    from ppox.envs.playground import parse_env_config
+
+    env_config = {"impl": "jax", "episode_length": 1000, "action_repeat": 1,
+                  **parse_env_config(cfg.env_config)}
+    unknown = sorted(set(env_config) - {"impl", "episode_length", "action_repeat"})
+    if unknown:
+        raise ValueError(f"the playground peer takes no env option {unknown[0]!r}")
+    if cfg.num_envs % cfg.num_minibatches:
+        raise ValueError(f"num_envs={cfg.num_envs} must be divisible by num_minibatches="
+                         f"{cfg.num_minibatches} (brax's batch_size = num_envs / minibatches)")
+    return ["--critic-hidden", _hidden_flag(cfg.critic_hidden),
+            "--batch-size", str(cfg.num_envs // cfg.num_minibatches),
+            "--impl", str(env_config["impl"]),
+            "--episode-length", str(env_config["episode_length"]),
+            "--action-repeat", str(env_config["action_repeat"]),
+            "--normalize-observations", str(bool(cfg.normalize_obs)).lower()]
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build one peer's own virtual environment: .venvs/peer-<name> at the repo root.
 #
-#   benchmarks/peers/build_venv.sh <rejax|brax|sb3> [--force]
+#   benchmarks/peers/build_venv.sh <rejax|brax|sb3|playground> [--force]
 #
 # Installs benchmarks/peers/<name>/requirements.txt (exact pins) with the plain `pip` of a
 # fresh `python3 -m venv`, so it honours this machine's pip config (mirrors, find-links,
@@ -12,13 +12,13 @@
 # Env: PYTHON (default python3) picks the interpreter the venv is made from.
 set -euo pipefail
 
-usage() { echo "usage: $0 <rejax|brax|sb3> [--force]" >&2; exit 2; }
+usage() { echo "usage: $0 <rejax|brax|sb3|playground> [--force]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 name=$1
 force=0
 [ "${2:-}" = "--force" ] && force=1
 case "$name" in
-  rejax|brax|sb3) ;;
+  rejax|brax|sb3|playground) ;;
   *) usage ;;
 esac
 
@@ -50,6 +50,7 @@ mkdir -p "$root/.venvs"
 case "$name" in
   rejax) "$venv/bin/python" -c 'import rejax, gymnax, jax; print("rejax", jax.__version__)' ;;
   brax)  "$venv/bin/python" -c 'import brax, jax; from brax.training.agents.ppo import train; print("brax", brax.__version__, "jax", jax.__version__)' 2>&1 | grep -v -i warp ;;
+  playground) "$venv/bin/python" -c 'import jax, brax, mujoco_playground; from brax.training.agents.ppo import train; from mujoco_playground.config import dm_control_suite_params; print("playground with brax", brax.__version__, "jax", jax.__version__)' 2>&1 | grep -v -i warp ;;
   sb3)   "$venv/bin/python" -c 'import stable_baselines3, torch, gymnasium; assert "+cpu" in torch.__version__ or not torch.cuda.is_available(); print("sb3", stable_baselines3.__version__, "torch", torch.__version__)' ;;
 esac
 
