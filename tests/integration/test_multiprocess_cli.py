@@ -4,7 +4,8 @@ devices. Data-parallel CartPole gives the same metrics and parameters, only proc
 writes (each process runs in its own working directory with a relative ``--run-dir``, so a
 file written by process 1 would land in its own), an interrupted 2-process run (SIGINT to
 process 0 only: both stop at the same update) resumed by 2 processes equals the
-uninterrupted run, and a 2-process sweep equals the 1-process sweep. Bad input is one
+uninterrupted run, and a 2-process sweep, interrupted and resumed by 2 processes, equals the
+1-process sweep. Bad input is one
 ``error:`` line and exit status 2 on every process, before anything compiles.
 """
 
@@ -34,10 +35,10 @@ SPEC = """seeds = 1
 seed = 0
 [grid]
 learning_rate = [2.5e-4, 1e-3]
+clip_eps = [0.1, 0.2]
 """
 SWEEP = ["--num-envs", "4", "--num-steps", "32", "--total-timesteps", "1024",
-         "--update-epochs", "2", "--num-minibatches", "2", "--progress-chunks", "2",
-         "--no-plots"]
+         "--update-epochs", "2", "--num-minibatches", "2", "--no-plots"]
 
 
 def _free_port() -> int:
@@ -188,19 +189,41 @@ def _sweep_results(out: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_two_process_sweep_equals_one_process(tmp_path):
+def test_two_process_sweep_interrupted_and_resumed_equals_one_process(tmp_path):
+    """4 configurations in 2 batches of 2 runs (one run per process); SIGINT to process 0
+    during batch 2 stops both, a 2-process resume reads batch 1 back and finishes batch 2
+    from its checkpoint, and the results equal one process's with 2 devices."""
     cache, logs = tmp_path / "xla-cache", tmp_path / "logs"
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
-    argv = ["sweep", *SWEEP, "--spec", str(spec), "--out", "out"]
-    one = _Ppox(logs, "one", tmp_path / "one", argv, 2, cache)
-    two = _processes(logs, "two", [tmp_path / "s0", tmp_path / "s1"], argv, cache)
-    _finish([one, *two], 400)
+    argv = ["sweep", *SWEEP, "--spec", str(spec), "--batch-size", "2", "--progress-chunks", "4"]
+    one = _Ppox(logs, "one", tmp_path / "one", [*argv, "--out", "out"], 2, cache)
+    # each process in its own directory with a relative --out: process 1 would write there
+    cut = _processes(logs, "cut", [tmp_path / "s0", tmp_path / "s1"], [*argv, "--out", "out"],
+                     cache, pause="chunk=2")
+    started = time.monotonic()
+    while "[batch 2/2]" not in cut[0].text()[0]:
+        assert cut[0].popen.poll() is None, cut[0].text()[1][-2000:]
+        assert time.monotonic() - started < 300, "process 0 never reached batch 2"
+        time.sleep(0.2)
+    cut[0].popen.send_signal(signal.SIGINT)
+    _finish([one, *cut], 300)
     one.check()
-    assert "configs 2/2 done" in two[0].check()
-    assert two[1].check() == "" and _files(tmp_path / "s1") == []
+    for p in cut:
+        p.check(130)
+        assert "1 of 2 batches finished and kept in out" in p.text()[1], p.text()[1][-1500:]
+    assert cut[1].check(130) == "" and _files(tmp_path / "s1") == []
+    # the resume reads process 0's directory by one path, as on a shared filesystem
+    shared = str(tmp_path / "s0" / "out")
+    again = _processes(logs, "again", [tmp_path / "s0", tmp_path / "s1"],
+                       ["sweep", "--out", shared, "--resume"], cache)
+    _finish(again, 300)
+    out0 = again[0].check()
+    assert "batch 1/2: finished before, read back" in out0
+    assert "batch 2/2: resuming from its checkpoint" in out0
+    assert again[1].check() == "" and _files(tmp_path / "s1") == []
     a, b = _sweep_results(tmp_path / "s0" / "out"), _sweep_results(tmp_path / "one" / "out")
-    assert a.keys() == b.keys() and len(a["learning_rate"]) == 2
+    assert a.keys() == b.keys() and len(a["learning_rate"]) == 4
     for k in a:
         np.testing.assert_allclose(np.asarray(a[k], float), np.asarray(b[k], float),
                                    rtol=1e-5, err_msg=k)

@@ -350,7 +350,8 @@ def _kept_after_interrupt(store: SweepDir | None, batches: list[Batch], label: s
     running = f"{label}: {saved}" if saved else f"at {label}"
     if store is None:
         return f"{running}; nothing is kept (no sweep directory)"
-    done = sum(store.is_finished(b) for b in batches)
+    # several processes stop together and say the same: what process 0's directory holds
+    done = distributed.from_writer(lambda: sum(store.is_finished(b) for b in batches))
     return (f"{done} of {len(batches)} batches finished and kept in {store.path} "
             f"({running}); resume with: ppox sweep --out {store.path} --resume")
 
