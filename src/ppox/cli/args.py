@@ -18,7 +18,7 @@ import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import tyro
 from tyro.constructors import PrimitiveConstructorSpec
@@ -39,6 +39,9 @@ from ppox.config import (
     option,
     optional_inner,
 )
+
+if TYPE_CHECKING:
+    from ppox.parallel.distributed import Processes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,7 +439,7 @@ def _env_before_parse(argv: Sequence[str]) -> str:
     return pre.env or (file.env if file and file.env else None) or PPOConfig().env_id
 
 
-def join_processes(argv: Sequence[str]) -> Any:
+def join_processes(argv: Sequence[str]) -> Processes | None:
     """Joins this process to the others when ``argv`` asks for it (``--coordinator`` /
     ``--distributed``), first thing: the distributed runtime must start before JAX uses a
     device, and resolving some envs' defaults already does. The env's XLA CPU flags are
