@@ -292,3 +292,20 @@ def test_distributed_without_a_cluster_is_one_error(tmp_path):
     err = p.text()[1]
     assert "error: --distributed found no cluster environment to read" in err, err[-2000:]
     assert _files(tmp_path / "alone") == []
+
+
+def test_a_process_that_never_joins_is_one_error(tmp_path):
+    """Process 0 alone: the runtime would abort with a C++ stack trace after its start-up
+    timeout; the command says it in one line first, exit 2, nothing written."""
+    started = time.monotonic()
+    p = _Ppox(tmp_path / "logs", "first", tmp_path / "first",
+              ["train", "--run-dir", "run", "--coordinator", f"127.0.0.1:{_free_port()}",
+               "--num-processes", "2", "--process-id", "0", "--distributed-timeout-s", "3"],
+              1, tmp_path / "xla-cache")
+    _finish([p], 120)
+    p.check(2)
+    err = p.text()[1]
+    assert err.strip() == ("error: process 0 of 2: not every process joined within 3 s; start "
+                           "all of them with the same --coordinator and --num-processes (or "
+                           "give them more --distributed-timeout-s)"), err[-2000:]
+    assert _files(tmp_path / "first") == [] and time.monotonic() - started < 100

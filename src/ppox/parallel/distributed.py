@@ -20,6 +20,7 @@ import os
 import pickle
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,9 @@ DEFAULT_TIMEOUT_S = 60
 # when their host is busy.
 SHUTDOWN_TIMEOUT_S = 300
 EXIT_PEER_FAILED = 4  # exit status of a process stopped because another one failed
+# The runtime aborts the process (a C++ fatal error) when not every process joined within
+# its start-up timeout; it gets this much longer, so that our own watchdog says it first.
+_STARTUP_GRACE_S = 10
 T = TypeVar("T")
 
 # What the runtime's errors say when another process died or became unreachable: gloo's
@@ -161,18 +165,44 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         else:
             _wait_for_coordinator(host, port, timeout_s)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    joined = _startup_watchdog(timeout_s, process_id, num_processes)
     try:
         jax.distributed.initialize(
             coordinator, num_processes, process_id,
             cluster_detection_method=None if auto else "deactivate",
-            initialization_timeout=timeout_s, heartbeat_timeout_seconds=timeout_s,
+            initialization_timeout=timeout_s + _STARTUP_GRACE_S,
+            heartbeat_timeout_seconds=timeout_s,
             shutdown_timeout_seconds=max(timeout_s, SHUTDOWN_TIMEOUT_S))
     except ValueError as e:  # what the cluster's environment did not say
         if not auto:
             raise
         raise DistributedError(f"--distributed found no cluster environment to read ({e}); "
                                "give --coordinator, --num-processes and --process-id") from None
+    finally:
+        joined.set()
     return Processes.current()
+
+
+def _startup_watchdog(timeout_s: int, process_id: int | None,
+                      num_processes: int | None) -> threading.Event:
+    """Ends this process with one line and exit status 2 when the runtime has not started
+    within ``timeout_s`` (some process never joined); set the returned event once it has.
+    The runtime itself would abort a little later with a C++ stack trace."""
+    joined = threading.Event()
+    who = (f"process {process_id} of {num_processes}" if process_id is not None
+           and num_processes is not None else "this process")
+
+    def watch() -> None:
+        if not joined.wait(timeout_s):
+            sys.stdout.flush()
+            sys.stderr.write(f"error: {who}: not every process joined within {timeout_s} s; "
+                             "start all of them with the same --coordinator and "
+                             "--num-processes (or give them more --distributed-timeout-s)\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    threading.Thread(target=watch, daemon=True, name="ppox-startup-watchdog").start()
+    return joined
 
 
 def is_writer() -> bool:
