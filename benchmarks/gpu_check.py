@@ -8,7 +8,9 @@ limit (a step that fails or runs out of time is recorded, and the next one runs)
     python benchmarks/gpu_check.py --steps cartpole,sweep --smoke --out /tmp/check
 
 ``benchmarks/gpu_check.sh`` installs the carried wheels first and runs this (README, "GPU
-check"). Steps, in order (the full sizes; ``--smoke`` shrinks each):
+check"). ``--smoke`` under jax 0.11 (the GPU image's) needs ``PPOX_ROLLED_THREEFRY=1``: there
+the unrolled threefry lowering that ppox registers for the CPU compiles for minutes.
+Steps, in order (the full sizes; ``--smoke`` shrinks each):
 
 ``device``          jax.devices(), versions (against pyproject.toml's pins), nvidia-smi, a
                     float32 matmul peak, whether the env packages import
@@ -106,9 +108,9 @@ SMOKE = Sizes(brax_env="brax/inverted_pendulum", playground_env="playground/Cart
               sweep_configs=4, sweep_steps=4 * 128 * 4, sweep_sequential=2, matmul_n=256,
               target_s=0.3, repeats=1,
               budgets={"device": 60, "cartpole": 90, "cartpole_large": 90, "sweep": 120,
-                       "brax": 240, "playground": 240, "peers": 60},
+                       "brax": 240, "playground": 240, "peers": 120},
               brax_overrides={"num_steps": 8},
-              playground_overrides={"num_steps": 16, "update_epochs": 1})
+              playground_overrides={"num_steps": 16, "update_epochs": 1, "num_minibatches": 4})
 STEPS = ("device", "cartpole", "cartpole_large", "sweep", "brax", "playground", "peers")
 
 
@@ -314,8 +316,8 @@ def step_peers(ctx: Context) -> dict[str, Any]:
     the rest skipped with the reason. The step's own figures are the first peer's that ran."""
     envs = {"brax": ctx.sizes.brax_env, "rejax": "CartPole-v1",
             "playground": ctx.sizes.playground_env}
-    runs = {f"{peer} ({envs[peer]})": run_peer(ctx, peer, envs[peer]) for peer in PEERS}
-    note = "; ".join(f"{k}: {v['status']}" + (f" ({v['why']})" if v.get("why") else "")
+    runs = {f"{peer} ({envs[peer]})": run_peer_or_why(ctx, peer, envs[peer]) for peer in PEERS}
+    note = "; ".join(f"{k}: {v['status']}" + (f" ({_short(v['why'])})" if v.get("why") else "")
                      for k, v in runs.items())
     ok = [v for v in runs.values() if v["status"] == "ok"]
     status = ("failed" if any(v["status"] == "failed" for v in runs.values()) else
@@ -327,6 +329,19 @@ def step_peers(ctx: Context) -> dict[str, Any]:
         out.update(compile_s=ok[0]["compile_s_median"], run_s=ok[0]["run_s_median"],
                    sps=ok[0]["sps_median"])
     return out
+
+
+def _short(why: str) -> str:
+    return why.split(";")[0].replace(f"{ROOT}{os.sep}", "")
+
+
+def run_peer_or_why(ctx: Context, peer: str, env_id: str) -> dict[str, Any]:
+    """:func:`run_peer`, an exception (a setting the peer's runner refuses) recorded as
+    its failure."""
+    try:
+        return run_peer(ctx, peer, env_id)
+    except Exception as err:  # one peer must not stop the others
+        return {"status": "failed", "why": f"{type(err).__name__}: {err}"}
 
 
 def run_peer(ctx: Context, peer: str, env_id: str) -> dict[str, Any]:
@@ -405,7 +420,7 @@ def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         rows.append([r["step"], r.get("what", ""), r["status"], fmt_num(r.get("compile_s"), 1),
                      fmt_num(r.get("run_s"), 2), fmt_num(r.get("env_steps")),
                      fmt_num(r.get("sps")), fmt_num(r.get("step_wall_s"), 0),
-                     str(note).replace("|", "/").replace("\n", " ")[:160]])
+                     str(note).replace("|", "/").replace("\n", " ")[:400]])
     return rows
 
 
