@@ -41,7 +41,7 @@ Suites:
     python benchmarks/side_by_side.py                          # cartpole, ~8 min
     python benchmarks/side_by_side.py --suite brax --quick     # ~5 min
     python benchmarks/side_by_side.py --suite brax             # ~20 min
-    python benchmarks/side_by_side.py --suite playground --rounds 1   # ~15 min
+    python benchmarks/side_by_side.py --suite playground --rounds 1   # ~10 min
 
 Writes ``benchmarks/results/<machine>/side_by_side_<suite>.json`` (every process's JSON,
 the exact commands, ``machine_info()``) and ``side_by_side_<suite>.png``.
