@@ -16,14 +16,14 @@ Steps, in order (the full sizes; ``--smoke`` shrinks each):
                     float32 matmul peak, whether the env packages import
 ``cartpole``        CartPole-v1, 4,096 envs: the trainer (``ppox.diagnostics.measure_point``)
 ``cartpole_large``  CartPole-v1, 16,384 envs
-``sweep``           64 CartPole configurations (8 learning rates x 8 clip eps, 4 envs x 128
-                    steps, 512,000 env steps each) in one ``run_sweep`` call, against 2
-                    sequential ``train_runs`` calls extrapolated to 64
-                    (``benchmarks/sweep_throughput.py``'s measurement)
 ``brax``            brax/ant, 4,096 envs (ppox's brax defaults: 32 steps, 4 x 8 minibatches;
                     --smoke: brax/inverted_pendulum)
 ``playground``      playground/CartpoleBalance, 4,096 envs (Playground's PPO settings: 480
                     steps, 16 epochs x 32 minibatches; impl=jax)
+``sweep``           64 CartPole configurations (8 learning rates x 8 clip eps, 4 envs x 128
+                    steps, 512,000 env steps each) in one ``run_sweep`` call, against one
+                    sequential ``train_runs`` call extrapolated to 64
+                    (``benchmarks/sweep_throughput.py``'s measurement)
 ``peers``           Brax's PPO trainer on the brax and playground steps' envs and rejax
                     (PureJaxRL-style) on CartPole, 4,096 envs, 20 updates, where
                     ``.venvs/peer-<name>`` exists; else skipped, saying so
@@ -99,9 +99,9 @@ class Sizes:
 FULL = Sizes(brax_env="brax/ant", playground_env="playground/CartpoleBalance",
              cartpole_envs=4096, cartpole_large_envs=16384, brax_envs=4096,
              playground_envs=4096, sweep_configs=64, sweep_steps=4 * 128 * 1000,
-             sweep_sequential=2, matmul_n=8192, target_s=3.0, repeats=3,
-             budgets={"device": 40, "cartpole": 50, "cartpole_large": 60, "sweep": 80,
-                      "brax": 120, "playground": 100, "peers": 120})
+             sweep_sequential=1, matmul_n=8192, target_s=3.0, repeats=3,
+             budgets={"device": 45, "cartpole": 45, "cartpole_large": 50, "brax": 110,
+                      "playground": 90, "sweep": 120, "peers": 120})
 # brax/ant compiles for ~70 s on a busy 2-core CPU; inverted_pendulum takes the same path.
 SMOKE = Sizes(brax_env="brax/inverted_pendulum", playground_env="playground/CartpoleBalance",
               cartpole_envs=16, cartpole_large_envs=64, brax_envs=16, playground_envs=16,
@@ -111,7 +111,7 @@ SMOKE = Sizes(brax_env="brax/inverted_pendulum", playground_env="playground/Cart
                        "brax": 240, "playground": 240, "peers": 120},
               brax_overrides={"num_steps": 8},
               playground_overrides={"num_steps": 16, "update_epochs": 1, "num_minibatches": 4})
-STEPS = ("device", "cartpole", "cartpole_large", "sweep", "brax", "playground", "peers")
+STEPS = ("device", "cartpole", "cartpole_large", "brax", "playground", "sweep", "peers")
 
 
 # --- Child processes: what runs inside each step's fresh process --------------------------------
@@ -129,8 +129,10 @@ def device_child(spec: Mapping[str, Any]) -> dict[str, Any]:
     pins = pinned_versions()
     differ = {d: {"pinned": pins[d], "installed": versions.get(d) or dist_version(d)}
               for d in pins if (versions.get(d) or dist_version(d)) not in (pins[d], None)}
+    n = int(spec["matmul_n"]) if jax.default_backend() != "cpu" else min(int(spec["matmul_n"]),
+                                                                          1024)
     t0 = time.perf_counter()
-    peak = matmul_peak(int(spec["matmul_n"]), 5)
+    peak = matmul_peak(n, 5)
     peak["wall_s"] = time.perf_counter() - t0
     peak["precision"] = str(jax.config.jax_default_matmul_precision)
     return {"machine": machine_name(), "devices": [str(d) for d in jax.devices()],
@@ -467,7 +469,8 @@ def default_out_dir(smoke: bool, machine: str | None) -> Path:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes on the CPU (JAX_PLATFORMS=cpu), to test the script")
     p.add_argument("--steps", default=",".join(STEPS),
