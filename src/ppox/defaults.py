@@ -13,18 +13,21 @@ from typing import Any
 from ppox.config import HParams, PPOConfig
 
 # MinAtar (10x10xC frames): the CNN torso (auto) with relu, 64 envs x 64 steps, 4 epochs x 8
-# minibatches, lr 5e-3 annealed. Chosen on Breakout only, on a busy 2-core CPU: at 131k steps
-# (2 seeds) it reached a training return of 10.2 against the MLP's 7.2 and a random policy's
-# 0.3 (tests/integration/test_memory_pixels.py); a learning-rate `ppox sweep` there (131k
-# steps, 1 seed: 1e-2 12.0, 5e-3 10.7, 2.5e-3 6.4, 1e-3 4.9) keeps 5e-3 for the longer 1M
-# budget (not verified at 1M). The other four games start from the same settings, not tuned
-# per game (131k-step numbers in the README).
+# minibatches, the learning rate annealed from a per-game value chosen by a `ppox sweep` of
+# the learning rate at 400k steps, 1 seed per value, on a busy 2-core CPU (python
+# benchmarks/minatar.py; benchmarks/results/cpu-2core-intel-xeon/minatar_sweeps.md).
+# Final training return per learning rate 2.5e-3 / 5e-3 / 7.5e-3 / 1e-2:
+#   Breakout 11.0 / 18.8 / 22.8 / 21.0       Asterix 2.8 / 3.5 / 4.5 / 3.7
+#   Freeway 22.9 / 8.7 / 27.8 / 28.2 (1 seed each: 5e-3 fell behind, noise not measured)
+#   SpaceInvaders - / 82.1 / - / 115.4       Seaquest - / 2.2 / - / 1.9
+# (a uniform random policy: Breakout 0.4; the others in minatar_sweeps.md). The budget is the
+# one they were chosen at; longer runs may prefer a lower rate (not measured).
 MINATAR_GAMES = ("Breakout", "Asterix", "Freeway", "SpaceInvaders", "Seaquest")
-MINATAR: tuple[dict[str, Any], dict[str, float]] = (
-    {"num_envs": 64, "num_steps": 64, "total_timesteps": 1_000_000, "update_epochs": 4,
-     "num_minibatches": 8, "activation": "relu"},
-    {"learning_rate": 5e-3},
-)
+MINATAR_LEARNING_RATES = {"Breakout": 7.5e-3, "Asterix": 7.5e-3, "Freeway": 1e-2,
+                          "SpaceInvaders": 1e-2, "Seaquest": 5e-3}
+MINATAR_CONFIG: dict[str, Any] = {
+    "num_envs": 64, "num_steps": 64, "total_timesteps": 400_000, "update_epochs": 4,
+    "num_minibatches": 8, "activation": "relu"}
 
 # env id -> ({PPOConfig overrides}, {HParams overrides})
 ENV_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
@@ -46,7 +49,8 @@ ENV_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
          "normalize_reward": True, "actor_hidden": (64, 64), "critic_hidden": (256, 256)},
         {"learning_rate": 3e-4, "gamma": 0.95, "ent_coef": 1e-3},
     ),
-    **{f"{game}-MinAtar": MINATAR for game in MINATAR_GAMES},
+    **{f"{game}-MinAtar": (MINATAR_CONFIG, {"learning_rate": MINATAR_LEARNING_RATES[game]})
+       for game in MINATAR_GAMES},
 }
 
 # Every other brax task starts from these: common MuJoCo-PPO settings, a starting point that
