@@ -167,6 +167,25 @@ def _bench(devices, updates: int = 10, repeats: int = 3) -> dict:
             "allreduce16_s": min(reduce_s), "allreduce16_all": reduce_s}
 
 
+def _agree_bench(repeats: int = 50) -> dict:
+    """Milliseconds (median, best) of the host-side collectives the chunk loop adds across
+    processes: one agreement per chunk (``agreed_max`` of two integers) and one barrier per
+    write (``run_on_writer`` of a no-op)."""
+    for _ in range(5):
+        distributed.agreed_max([0, 0])
+        distributed.run_on_writer(lambda: None)
+    agree, write = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        distributed.agreed_max([0, 1])
+        agree.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        distributed.run_on_writer(lambda: None)
+        write.append(time.perf_counter() - t)
+    return {name: [round(1e3 * float(np.median(v)), 2), round(1e3 * min(v), 2)]
+            for name, v in (("agreed_max_ms", agree), ("run_on_writer_ms", write))}
+
+
 def worker(mode: str, coordinator: str, num_processes: int, process_id: int) -> None:
     # the test's own compilation cache: on 2 shared cores compiles are most of the time
     enable_compile_cache()
@@ -186,6 +205,8 @@ def worker(mode: str, coordinator: str, num_processes: int, process_id: int) -> 
             out["seeds"] = _seed_batch(jax.devices())
         if mode == "bench":
             out["bench"] = _bench(jax.devices())
+        if mode == "agree":
+            out["agree"] = _agree_bench()
         if mode == "reference":
             out["dp"] = _data_parallel(jax.local_devices())
             out["seeds"] = _single_runs()
