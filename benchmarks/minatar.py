@@ -132,6 +132,8 @@ def plot(games: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(games), figsize=(4 * len(games), 3.4), squeeze=False)
+    lrs = sorted({r["learning_rate"] for g in games for r in g["runs"]})
+    colors = {lr: f"C{i}" for i, lr in enumerate(lrs)}  # one color per rate in every panel
     for ax, g in zip(axes[0], games, strict=True):
         for r in g["runs"]:
             curve = np.asarray(r["curve"], np.float64)
@@ -139,14 +141,14 @@ def plot(games: list[dict[str, Any]], path: Path) -> Path:
             ok = np.isfinite(curve)
             ax.plot(steps[ok], curve[ok], marker="." if ok.sum() < 10 else None,
                     lw=2.0 if r["learning_rate"] == g["best_learning_rate"] else 1.0,
-                    label=f"lr {r['learning_rate']:g}")
+                    color=colors[r["learning_rate"]], label=f"lr {r['learning_rate']:g}")
         if g.get("random_return") is not None and np.isfinite(g["random_return"]):
             ax.axhline(g["random_return"], color="gray", ls="--", lw=1, label="random")
         ax.set_title(g["env"])
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     axes[0][0].set_ylabel("training return")
-    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
