@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# the process helpers of the Python-API test beside this one (same folder, on sys.path)
+from test_multiprocess import _finish, _free_port
 
 import ppox
 from ppox.cli import main
@@ -39,12 +41,6 @@ clip_eps = [0.1, 0.2]
 """
 SWEEP = ["--num-envs", "4", "--num-steps", "32", "--total-timesteps", "1024",
          "--update-epochs", "2", "--num-minibatches", "2", "--no-plots"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Ppox:
@@ -87,21 +83,6 @@ def _processes(logs: Path, name: str, cwds: list[Path], argv: list[str], cache: 
     return [_Ppox(logs, f"{name}{i}", cwd, [*argv, *coord, "--process-id", str(i)], 1, cache,
                   {"PPOX_TEST_PAUSE": pause} if pause and i == 0 else None)
             for i, cwd in enumerate(cwds)]
-
-
-def _finish(procs: list[_Ppox], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    try:
-        for p in procs:
-            p.popen.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"a process did not finish within {timeout} s: "
-                    f"{[p.text()[1][-1500:] for p in procs]}")
-    finally:
-        for p in procs:
-            if p.popen.poll() is None:
-                p.popen.kill()
-                p.popen.wait()
 
 
 def _metrics(run_dir: Path) -> dict[str, np.ndarray]:

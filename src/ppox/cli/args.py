@@ -297,17 +297,11 @@ def resolve_train_args(argv: Sequence[str], prog: str = "ppox train",
     """
     from ppox.defaults import resolve
     from ppox.envs import check_env_id
-    from ppox.host.configfile import read_run_file
 
     argv = list(argv)
     pre = _pre_parse(argv)
-    source = pre.config
-    if source is None and pre.resume and pre.run_dir is not None:
-        # a resumed run starts from the settings it was started with
-        stored = pre.run_dir / "config.toml"
-        source = stored if stored.is_file() else None
-    file = read_run_file(source) if source is not None else None
-    env = pre.env or (file.env if file and file.env else None) or PPOConfig().env_id
+    file = _settings_file(pre)
+    env = _env_of(pre, file)
     check_env_id(env)
     cfg, hp = resolve(env, pre.algo or (file.config.get("algo") if file else None) or "ppo")
     run: dict[str, Any] = {"env": env, "config": pre.config}
@@ -426,17 +420,28 @@ def _int_flag(name: str, text: str | None, default: int | None = None) -> int | 
     return value
 
 
-def _env_before_parse(argv: Sequence[str]) -> str:
-    """The env id the full parse will resolve (flag, config file, or a resumed run's own)."""
+def _settings_file(pre: Any) -> Any:
+    """The run file the settings start from: ``--config``, else a resumed run's own
+    ``config.toml`` (a resumed run starts from the settings it was started with), else
+    None."""
     from ppox.host.configfile import read_run_file
 
-    pre = _pre_parse(argv)
     source = pre.config
     if source is None and pre.resume and pre.run_dir is not None:
         stored = pre.run_dir / "config.toml"
         source = stored if stored.is_file() else None
-    file = read_run_file(source) if source is not None else None
+    return read_run_file(source) if source is not None else None
+
+
+def _env_of(pre: Any, file: Any) -> str:
+    """The env id: the flag, else the settings file's, else the default."""
     return pre.env or (file.env if file and file.env else None) or PPOConfig().env_id
+
+
+def _env_before_parse(argv: Sequence[str]) -> str:
+    """The env id the full parse will resolve (flag, config file, or a resumed run's own)."""
+    pre = _pre_parse(argv)
+    return _env_of(pre, _settings_file(pre))
 
 
 def join_processes(argv: Sequence[str]) -> Processes | None:
