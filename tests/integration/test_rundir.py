@@ -195,3 +195,19 @@ def test_time_based_checkpoints(tmp_path):
     train_runs(PPOConfig(total_timesteps=4096), [HParams()], [0], run_dir=run,
                progress_chunks=8, checkpoint_every_s=1e-9)  # due after every chunk
     assert StateCheckpoints(run).intact_steps() == [8, 7]  # the newest two verified
+
+
+def test_atomic_writes_get_the_umask_mode_not_the_temporary_files(tmp_path):
+    import os
+    import stat
+
+    from ppox.host.configfile import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.toml", "x = 1\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.toml").read_text() == "x = 1\n"
+    assert stat.S_IMODE((tmp_path / "a.toml").stat().st_mode) == 0o640  # 0666 & ~0027
+    assert [p.name for p in tmp_path.iterdir()] == ["a.toml"]  # no temporary file left

@@ -249,11 +249,13 @@ def _comparable(data: dict[str, Any]) -> dict[str, Any]:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Calls ``write(file)`` on a temporary file in the same directory, syncs it and
     ``os.replace``s it into place: a reader (or a crash) sees the old file or the new one,
-    never half of one."""
+    never half of one. The file gets the mode a plain ``open`` would give it (0666 less the
+    umask), not the temporary file's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -262,6 +264,13 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """This process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
