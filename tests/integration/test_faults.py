@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -419,3 +420,24 @@ def test_a_real_full_disk(tmp_path):
         assert StateCheckpoints(run).restore_latest(_template(run), print)[0] == 2
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_signal_read_after_the_handlers_are_restored_is_ignored():
+    # The watcher thread reads signals from a pipe; on a busy machine it can read one after
+    # the command has handled it and restored the handlers. It must then act on nothing
+    # (before, it ended the process with a second, wrong "before training started" line).
+    code = textwrap.dedent("""
+        import os, signal, time
+        from ppox.host import interrupts
+        restore = interrupts.install_cli_handlers()
+        interrupts._REQ.watcher = None  # what restore() does first
+        os.kill(os.getpid(), signal.SIGINT)  # still reaches the watcher's pipe
+        time.sleep(1.0)
+        restore()
+        print("alive", flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "alive"
+    assert "interrupted" not in proc.stderr

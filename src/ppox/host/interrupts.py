@@ -49,6 +49,7 @@ class _Requests:
     owner: str | None = None  # "cli" or "api": who installed the handlers
     count: int = 0  # signals received
     event: threading.Event = field(default_factory=threading.Event)
+    watcher: object | None = None  # the installed watcher's token; None once restored
 
 
 _REQ = _Requests()
@@ -83,8 +84,11 @@ def _exit_now(message: str) -> None:
         os._exit(EXIT_INTERRUPTED)
 
 
-def _watch(read_fd: int) -> None:
-    """Runs beside the main thread: acts even while the main thread is inside XLA."""
+def _watch(read_fd: int, token: object) -> None:
+    """Runs beside the main thread: acts even while the main thread is inside XLA. Once the
+    handlers are restored (``token`` no longer current) it acts on nothing: a signal the
+    command has already handled, read late by this thread on a busy machine, must not end
+    the process with a second, wrong message."""
     seen = 0
     while True:
         try:
@@ -95,7 +99,7 @@ def _watch(read_fd: int) -> None:
             os.close(read_fd)
             return
         for signum in data:
-            if signum not in SIGNALS:
+            if signum not in SIGNALS or _REQ.watcher is not token:
                 continue
             seen += 1
             name = signal.Signals(signum).name
@@ -119,9 +123,12 @@ def install_cli_handlers() -> Callable[[], None]:
     for s in SIGNALS:
         signal.signal(s, _handler)
     reset(owner="cli")
-    threading.Thread(target=_watch, args=(read_fd,), daemon=True, name="ppox-signals").start()
+    token = _REQ.watcher = object()
+    threading.Thread(target=_watch, args=(read_fd, token), daemon=True,
+                     name="ppox-signals").start()
 
     def restore() -> None:
+        _REQ.watcher = None  # first: the watcher ignores whatever it reads from now on
         signal.set_wakeup_fd(old_fd)
         for s, h in previous.items():
             signal.signal(s, h)
