@@ -444,6 +444,21 @@ def _env_before_parse(argv: Sequence[str]) -> str:
     return _env_of(pre, _settings_file(pre))
 
 
+def run_joined(procs: Any, cfg: PPOConfig, run: Any) -> int:
+    """A command's body once its flags are resolved: the env's CPU XLA flags first (before
+    anything runs on a device), then ``run(writer)`` -- alone (``procs`` None: this process
+    writes), or as one of several processes, where a dead peer is one line and exit 4."""
+    from ppox._platform import apply_env_cpu_xla_flags
+
+    apply_env_cpu_xla_flags(cfg.env_id)
+    if procs is None:
+        return run(True)
+    from ppox.parallel import distributed
+
+    with distributed.exit_on_peer_failure():
+        return run(procs.is_writer)
+
+
 def join_processes(argv: Sequence[str]) -> Processes | None:
     """Joins this process to the others when ``argv`` asks for it (``--coordinator`` /
     ``--distributed``), first thing: the distributed runtime must start before JAX uses a

@@ -65,7 +65,7 @@ def _overwrite_field() -> list[tuple]:
 def cmd_sweep(argv: Sequence[str]) -> int:
     """``ppox sweep --env ENV --spec sweep.toml --out DIR [any train flag]``;
     ``ppox sweep --out DIR --resume`` continues an interrupted sweep with its settings."""
-    from ppox.cli.args import distributed_fields, join_processes
+    from ppox.cli.args import distributed_fields, join_processes, run_joined
 
     argv = [*_resume_defaults(argv), *argv]
     procs = join_processes(argv)  # several processes: joined before anything uses a device
@@ -78,15 +78,7 @@ def cmd_sweep(argv: Sequence[str]) -> int:
                     "Each finished batch is kept in --out; --resume continues an interrupted "
                     "sweep.",
         extra_fields=[*_sweep_fields(), *distributed_fields()])
-    from ppox._platform import apply_env_cpu_xla_flags
-
-    apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
-    if procs is None:
-        return _sweep(args, cfg, hp, writer=True)
-    from ppox.parallel import distributed
-
-    with distributed.exit_on_peer_failure():  # a dead process: one line, exit 4
-        return _sweep(args, cfg, hp, writer=procs.is_writer)
+    return run_joined(procs, cfg, lambda writer: _sweep(args, cfg, hp, writer=writer))
 
 
 def _sweep(args: Any, cfg: Any, hp: Any, writer: bool) -> int:

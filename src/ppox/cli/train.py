@@ -76,20 +76,12 @@ def _announce(args: Any, cfg: Any, run_dir: Path, info: dict) -> None:
 
 
 def cmd_train(argv: Sequence[str]) -> int:
-    from ppox.cli.args import distributed_fields, join_processes
+    from ppox.cli.args import distributed_fields, join_processes, run_joined
 
     procs = join_processes(argv)  # several processes: joined before anything uses a device
     args, cfg, hp = resolve_train_args(argv, extra_fields=[*_train_fields(),
                                                            *distributed_fields()])
-    from ppox._platform import apply_env_cpu_xla_flags
-
-    apply_env_cpu_xla_flags(cfg.env_id)  # before anything runs on a device
-    if procs is None:
-        return _train(args, cfg, hp, writer=True)
-    from ppox.parallel import distributed
-
-    with distributed.exit_on_peer_failure():  # a dead process: one line, exit 4
-        return _train(args, cfg, hp, writer=procs.is_writer)
+    return run_joined(procs, cfg, lambda writer: _train(args, cfg, hp, writer=writer))
 
 
 def _train(args: Any, cfg: Any, hp: Any, writer: bool) -> int:
