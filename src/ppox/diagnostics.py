@@ -344,6 +344,7 @@ def _env_only_program(cfg: PPOConfig) -> Program:
     import jax.numpy as jnp
     from jax import lax
 
+    from ppox.envs.core import step_envs
     from ppox.trainer import env_for
 
     env, num_envs, num_steps = env_for(cfg), cfg.num_envs, cfg.num_steps
@@ -351,7 +352,7 @@ def _env_only_program(cfg: PPOConfig) -> Program:
     def step(carry: Any, keys: Any) -> tuple[Any, None]:  # keys: [B + 1]
         env_state, reward_sum = carry
         action = random_actions(env.spec, keys[0], num_envs)
-        env_state, ts = jax.vmap(env.step)(keys[1:], env_state, action)
+        env_state, ts = step_envs(env, keys[1:], env_state, action)
         return (env_state, reward_sum + ts.reward.sum()), None
 
     def init(key: Any) -> Any:

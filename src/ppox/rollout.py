@@ -21,7 +21,7 @@ from flax import struct
 from jax import lax
 
 from ppox.algo.base import Rollout
-from ppox.envs.core import TimeStep
+from ppox.envs.core import TimeStep, step_envs
 from ppox.envs.wrappers import EpisodeStats
 from ppox.nets import Params, Policy
 from ppox.normalize import RunningMeanStd
@@ -118,7 +118,7 @@ def act_and_step(ctx: RolloutContext, env: EnvCarry, key_action: jax.Array,
                                  env.policy_carry, env.reset)
     action = dist.mode() if deterministic else dist.sample(key_action)
     log_prob = dist.log_prob(action)
-    env_state, ts = jax.vmap(ctx.env.step)(env_keys, env.env_state, ctx.policy.env_action(action))
+    env_state, ts = step_envs(ctx.env, env_keys, env.env_state, ctx.policy.env_action(action))
     reset = None if env.reset is None else ts.done
     new = EnvCarry(env_state=env_state, obs=ts.obs, policy_carry=carry, reset=reset)
     return new, action, log_prob, ts

@@ -74,3 +74,39 @@ def test_episode_stats_wrapper_on_brax():
 def test_unsupported_backend_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot be built with backend='spring'"):
         make_env("brax/swimmer", backend="spring")
+
+
+def _batched_trajectories(env, step_fn, num_envs=6, num_steps=14):
+    """Steps ``num_envs`` envs (episode limits staggered by their starting step counts)
+    with ``step_fn`` and returns every TimeStep and final state."""
+    _, state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    state = state.replace(inner=state.inner.replace(steps=jnp.arange(num_envs, dtype=jnp.int32)))
+    actions = jnp.linspace(-1.0, 1.0, num_envs * env.spec.action_dim).reshape(num_envs, -1)
+
+    def body(st, key):
+        st, ts = step_fn(jax.random.split(key, num_envs), st, actions)
+        return st, ts
+
+    return jax.jit(lambda st: jax.lax.scan(body, st, jax.random.split(jax.random.PRNGKey(1),
+                                                                     num_steps)))(state)
+
+
+@pytest.mark.parametrize("env_id", ["brax/inverted_pendulum", "brax/hopper"])
+def test_batched_step_resets_only_when_needed_with_the_same_values(env_id):
+    # step_batch skips the resets at steps where no env is done (a lax.cond), and must give
+    # vmap(step)'s values: the staggered limits make some steps end 1 env, others none;
+    # hopper also terminates on its own
+    from ppox.envs.core import step_envs
+
+    env = make_env(env_id, episode_length=8)
+    assert hasattr(env, "step_batch") and hasattr(env.env, "step_batch")
+    want = _batched_trajectories(env, jax.vmap(env.step))
+    got = _batched_trajectories(env, lambda k, s, a: step_envs(env, k, s, a))
+    dones = np.asarray(want[1].terminated | want[1].truncated)
+    assert dones.any(axis=1).any() and not dones.any(axis=1).all()  # both branches taken
+    for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+    # and under an outer vmap (seeds), where the cond becomes a select
+    outer = jax.vmap(lambda _: _batched_trajectories(env, lambda k, s, a: step_envs(env, k, s, a)))
+    for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(outer(jnp.arange(2))), strict=True):
+        np.testing.assert_allclose(np.asarray(g)[1], np.asarray(w), rtol=1e-5, atol=1e-5)

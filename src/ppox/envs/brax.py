@@ -117,23 +117,50 @@ class BraxEnv:
         (nxt, total, term), _ = jax.lax.scan(one, init, None, self.action_repeat)
         return nxt, total, term
 
-    def step(self, key: jax.Array, state: BraxEnvState,
-             action: jax.Array) -> tuple[BraxEnvState, TimeStep]:
+    def _advance(self, state: BraxEnvState,
+                 action: jax.Array) -> tuple[BraxEnvState, jax.Array, jax.Array, jax.Array]:
+        """One agent step with no reset: (state, reward, terminated, truncated)."""
         nxt, reward, terminated = self._repeat(state.inner, action)
         steps = state.steps + self.action_repeat
         truncated = (steps >= self.episode_length) & ~terminated
+        return BraxEnvState(inner=nxt, steps=steps), reward, terminated, truncated
+
+    def step(self, key: jax.Array, state: BraxEnvState,
+             action: jax.Array) -> tuple[BraxEnvState, TimeStep]:
+        stepped, reward, terminated, truncated = self._advance(state, action)
         done = terminated | truncated
         reset_obs, reset_state = self.reset(key)
-        stepped = BraxEnvState(inner=nxt, steps=steps)
         new_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, stepped)
-        return new_state, TimeStep(
-            obs=jnp.where(done, reset_obs, nxt.obs),
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            final_obs=nxt.obs,
-            info={},
-        )
+        return new_state, self._timestep(jnp.where(done, reset_obs, stepped.inner.obs),
+                                         stepped, reward, terminated, truncated)
+
+    def step_batch(self, keys: jax.Array, states: BraxEnvState,
+                   actions: jax.Array) -> tuple[BraxEnvState, TimeStep]:
+        """``step`` vmapped over a leading batch axis, but the resets are computed only when
+        some env of the batch is done (``lax.cond``): a Playground reset can cost hundreds of
+        physics steps (CheetahRun settles for 200), and a vmapped ``step`` pays for a reset
+        at every step. The values are ``step``'s: each done env takes ``reset(its key)``.
+        Under an outer vmap (seeds, sweeps) the cond becomes a select and both run."""
+        stepped, reward, terminated, truncated = jax.vmap(self._advance)(states, actions)
+        done = terminated | truncated
+
+        def with_resets(_: None) -> tuple[BraxEnvState, jax.Array]:
+            reset_obs, reset_state = jax.vmap(self.reset)(keys)
+
+            def pick(r: jax.Array, s: jax.Array) -> jax.Array:
+                return jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), r, s)
+
+            return jax.tree.map(pick, reset_state, stepped), pick(reset_obs, stepped.inner.obs)
+
+        new_state, obs = jax.lax.cond(jnp.any(done), with_resets,
+                                      lambda _: (stepped, stepped.inner.obs), None)
+        return new_state, self._timestep(obs, stepped, reward, terminated, truncated)
+
+    @staticmethod
+    def _timestep(obs: jax.Array, stepped: BraxEnvState, reward: jax.Array,
+                  terminated: jax.Array, truncated: jax.Array) -> TimeStep:
+        return TimeStep(obs=obs, reward=reward, terminated=terminated, truncated=truncated,
+                        final_obs=stepped.inner.obs, info={})
 
 
 def make_brax(env_id: str, backend: str = "spring", episode_length: int = 1000,

@@ -113,3 +113,14 @@ class Env(Protocol):
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
         """Steps once and auto-resets; returns ``(next_state, TimeStep)``."""
         ...
+
+
+def step_envs(env: Env, keys: jax.Array, states: Any,
+              actions: jax.Array) -> tuple[Any, TimeStep]:
+    """Steps a batch of envs (leading axis ``B`` on every argument): ``env.step_batch`` where
+    the env has one (an env whose reset is costly resets only when some env is done, see
+    ``ppox.envs.brax``), else ``env.step`` vmapped. The same results either way."""
+    batched = getattr(env, "step_batch", None)
+    if batched is not None:
+        return batched(keys, states, actions)
+    return jax.vmap(env.step)(keys, states, actions)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ppox.envs.core import Env, EnvSpec, TimeStep
+from ppox.envs.core import Env, EnvSpec, TimeStep, step_envs
 
 
 @struct.dataclass
@@ -43,6 +43,18 @@ class EpisodeStats:
     def step(self, key: jax.Array, state: EpisodeStatsState,
              action: jax.Array) -> tuple[EpisodeStatsState, TimeStep]:
         inner, ts = self.env.step(key, state.inner, action)
+        return self._count(state, inner, ts)
+
+    def step_batch(self, keys: jax.Array, states: EpisodeStatsState,
+                   actions: jax.Array) -> tuple[EpisodeStatsState, TimeStep]:
+        """``step`` over a leading batch axis, through the inner env's own batched step."""
+        inner, ts = step_envs(self.env, keys, states.inner, actions)
+        return self._count(states, inner, ts)
+
+    @staticmethod
+    def _count(state: EpisodeStatsState, inner: Any,
+               ts: TimeStep) -> tuple[EpisodeStatsState, TimeStep]:
+        """The episode bookkeeping (element-wise: one env or a batch alike)."""
         ret = state.episode_return + ts.reward
         length = state.episode_length + 1
         done = ts.done
