@@ -106,7 +106,20 @@ def test_batched_step_resets_only_when_needed_with_the_same_values(env_id):
     assert dones.any(axis=1).any() and not dones.any(axis=1).all()  # both branches taken
     for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
-    # and under an outer vmap (seeds), where the cond becomes a select
+    # and under an outer vmap (seeds) the cond stays a cond, on any env of any run being done
     outer = jax.vmap(lambda _: _batched_trajectories(env, lambda k, s, a: step_envs(env, k, s, a)))
     for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(outer(jnp.arange(2))), strict=True):
         np.testing.assert_allclose(np.asarray(g)[1], np.asarray(w), rtol=1e-5, atol=1e-5)
+    assert " cond[" in str(jax.make_jaxpr(outer)(jnp.arange(2)))
+
+
+def test_any_in_every_batch_reduces_over_the_mapped_axes():
+    from ppox.envs.brax import any_in_every_batch
+
+    flags = jnp.array([[False, False], [False, True]])
+    assert not bool(any_in_every_batch(flags[0])) and bool(any_in_every_batch(flags))
+    # under vmap every member gets the whole batch's any: row 0 alone has none
+    assert jax.jit(jax.vmap(any_in_every_batch))(flags).tolist() == [True, True]
+    nested = jax.vmap(jax.vmap(any_in_every_batch))(flags[:, :, None])
+    assert nested.tolist() == [[True, True], [True, True]]
+    assert jax.vmap(any_in_every_batch)(flags[:1]).tolist() == [False]

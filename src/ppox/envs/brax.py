@@ -80,6 +80,21 @@ def brax_env_ids() -> list[str]:
     return [BRAX_PREFIX + name for name in brax_env_names()]
 
 
+@jax.custom_batching.custom_vmap
+def any_in_every_batch(flags: jax.Array) -> jax.Array:
+    """``jnp.any(flags)``, and under ``vmap`` the any over the mapped axes too, so that the
+    result stays one unbatched boolean (a ``lax.cond`` on it stays a conditional instead of
+    becoming a select that runs both branches). Only for a cond whose two branches agree
+    wherever this batch member's own ``any`` is false, as ``BraxEnv.step_batch``'s do."""
+    return jnp.any(flags)
+
+
+@any_in_every_batch.def_vmap
+def _any_in_every_batch_vmap(axis_size: int, in_batched: Any,
+                             flags: jax.Array) -> tuple[jax.Array, bool]:
+    return any_in_every_batch(flags), False
+
+
 @struct.dataclass
 class BraxEnvState:
     """The brax pipeline state plus the physics steps taken in this episode."""
@@ -140,7 +155,8 @@ class BraxEnv:
         some env of the batch is done (``lax.cond``): a Playground reset can cost hundreds of
         physics steps (CheetahRun settles for 200), and a vmapped ``step`` pays for a reset
         at every step. The values are ``step``'s: each done env takes ``reset(its key)``.
-        Under an outer vmap (seeds, sweeps) the cond becomes a select and both run."""
+        Under an outer vmap (seeds, sweeps) the resets run when an env of any run is done
+        (``any_in_every_batch``), each run still taking only its own done envs' resets."""
         stepped, reward, terminated, truncated = jax.vmap(self._advance)(states, actions)
         done = terminated | truncated
 
@@ -152,7 +168,7 @@ class BraxEnv:
 
             return jax.tree.map(pick, reset_state, stepped), pick(reset_obs, stepped.inner.obs)
 
-        new_state, obs = jax.lax.cond(jnp.any(done), with_resets,
+        new_state, obs = jax.lax.cond(any_in_every_batch(done), with_resets,
                                       lambda _: (stepped, stepped.inner.obs), None)
         return new_state, self._timestep(obs, stepped, reward, terminated, truncated)
 
