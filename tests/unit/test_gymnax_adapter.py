@@ -65,3 +65,28 @@ def test_every_listed_gymnax_env_builds_and_steps():
         assert ts.obs.shape == env.spec.obs_shape, env_id
         assert ts.final_obs.shape == env.spec.obs_shape, env_id
     assert "MNISTBandit-bsuite" not in gymnax_env_ids()
+
+
+def test_gymnax_is_imported_without_its_rendering_only_modules():
+    # gymnax imports seaborn (scipy.stats, pandas) and pyplot at the top of its env modules
+    # for rendering only; ppox leaves them unloaded until something reads them
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ppox.envs.gymnax import make_gymnax\n"
+        "make_gymnax('CartPole-v1')\n"
+        "heavy = [m for m in ('scipy.stats', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert type(sys.modules['seaborn']).__name__ == '_OnFirstUse'\n"
+        "from gymnax.environments.misc import pong\n"
+        "palette = pong.sns.color_palette('cubehelix', 3)\n"  # the real seaborn, on first use
+        "assert len(palette) == 3 and 'scipy.stats' in sys.modules\n"
+        "assert type(sys.modules['seaborn']).__name__ == 'module'\n"
+        "import matplotlib.pyplot as plt\n"
+        "assert callable(plt.figure)\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -9,7 +9,11 @@ one-hot encoded.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -21,10 +25,52 @@ from ppox.envs.core import Box, Discrete, EnvSpec, TimeStep
 # Ids that cannot run here: MNISTBandit downloads MNIST at import of its data.
 _EXCLUDED = {"MNISTBandit-bsuite"}
 
+# What gymnax imports at the top of its env modules only to render (Pong, Catch, the mazes):
+# seaborn (with scipy.stats and pandas, ~2.6 s of gymnax's ~3.9 s import here) and pyplot.
+_RENDER_ONLY = ("seaborn", "matplotlib.pyplot")
+
+
+class _OnFirstUse(ModuleType):
+    """Stands in ``sys.modules`` for a module that is imported but maybe never used: the
+    real module is imported at the first read of an attribute this one lacks, and every
+    read goes to it from then on. (``importlib.util.LazyLoader`` does not do here: on
+    Python 3.11 the ``import`` statement itself reads the module's ``__spec__`` and so loads
+    it.)"""
+
+    def __getattr__(self, attr: str) -> Any:
+        real = self.__dict__.get("_ppox_real")
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = importlib.import_module(self.__name__)
+            self.__dict__["_ppox_real"] = real
+        return getattr(real, attr)
+
+
+def _on_first_use(name: str) -> None:
+    """Puts an ``_OnFirstUse`` stand-in for ``name`` in ``sys.modules``; a module already
+    imported, or not installed, is left alone."""
+    if name in sys.modules or importlib.util.find_spec(name.partition(".")[0]) is None:
+        return
+    module = _OnFirstUse(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    sys.modules[name] = module
+
+
+def import_gymnax() -> ModuleType:
+    """``gymnax``, with its rendering-only imports (``_RENDER_ONLY``) made lazy: they load
+    if gymnax renders, and are not paid for by a run that only trains."""
+    if "gymnax" not in sys.modules:
+        for name in _RENDER_ONLY:
+            _on_first_use(name)
+    import gymnax
+
+    return gymnax
+
 
 def gymnax_env_ids() -> list[str]:
     """Every gymnax id ppox supports (no downloads)."""
-    import gymnax
+    gymnax = import_gymnax()
 
     return [name for name in gymnax.registered_envs if name not in _EXCLUDED]
 
@@ -62,7 +108,7 @@ class GymnaxEnv:
 
 def make_gymnax(env_id: str) -> GymnaxEnv:
     """Builds the adapter for a registered gymnax id (see ``gymnax_env_ids``)."""
-    import gymnax
+    gymnax = import_gymnax()
     from gymnax.environments import spaces
 
     env, params = gymnax.make(env_id)
