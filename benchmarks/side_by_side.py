@@ -280,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  note ({j.name}): {j.note}")
     out["wall_s"] = time.perf_counter() - t_start
     folder = results_dir(args.machine)
-    path = save_json(folder / f"side_by_side_{args.suite}.json", out)
-    png = plot_side_by_side(summaries, folder / f"side_by_side_{args.suite}.png",
+    # the suite's default envs keep the plain name; other --envs get theirs in it
+    stem = f"side_by_side_{args.suite}" + ("".join(f"_{e.lower()}" for e in args.envs)
+                                           if args.envs else "")
+    path = save_json(folder / f"{stem}.json", out)
+    png = plot_side_by_side(summaries, folder / f"{stem}.png",
                             title=f"ppox vs peers ({args.suite}), median of {rounds} round(s)")
     print(f"\nwrote {path} and {png} ({out['wall_s']:.0f} s in all)")
     return 0
