@@ -25,6 +25,7 @@ Writes ``benchmarks/results/<machine>/e2e.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -89,8 +90,6 @@ def ppox_run(run_dir: Path, seed: int, cache: Path) -> dict[str, Any]:
 
 
 def peer_run(script_dir: Path, seed: int) -> dict[str, Any]:
-    import json
-
     out = timed([str(PEER_PYTHON), str(RUNNER), "--script-dir", str(script_dir),
                  "--seed", str(seed)])
     return {"wall_s": out["wall_s"], **json.loads(out["stdout"].strip().splitlines()[-1])}

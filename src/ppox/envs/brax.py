@@ -140,14 +140,19 @@ class BraxEnv:
         truncated = (steps >= self.episode_length) & ~terminated
         return BraxEnvState(inner=nxt, steps=steps), reward, terminated, truncated
 
+    def _reset_where(self, key: jax.Array, stepped: BraxEnvState,
+                     done: jax.Array) -> tuple[BraxEnvState, jax.Array]:
+        """One env's auto-reset: ``reset(key)``'s state and obs where ``done``, else the
+        stepped ones."""
+        reset_obs, reset_state = self.reset(key)
+        state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, stepped)
+        return state, jnp.where(done, reset_obs, stepped.inner.obs)
+
     def step(self, key: jax.Array, state: BraxEnvState,
              action: jax.Array) -> tuple[BraxEnvState, TimeStep]:
         stepped, reward, terminated, truncated = self._advance(state, action)
-        done = terminated | truncated
-        reset_obs, reset_state = self.reset(key)
-        new_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state, stepped)
-        return new_state, self._timestep(jnp.where(done, reset_obs, stepped.inner.obs),
-                                         stepped, reward, terminated, truncated)
+        new_state, obs = self._reset_where(key, stepped, terminated | truncated)
+        return new_state, self._timestep(obs, stepped, reward, terminated, truncated)
 
     def step_batch(self, keys: jax.Array, states: BraxEnvState,
                    actions: jax.Array) -> tuple[BraxEnvState, TimeStep]:
@@ -159,17 +164,10 @@ class BraxEnv:
         (``any_in_every_batch``), each run still taking only its own done envs' resets."""
         stepped, reward, terminated, truncated = jax.vmap(self._advance)(states, actions)
         done = terminated | truncated
-
-        def with_resets(_: None) -> tuple[BraxEnvState, jax.Array]:
-            reset_obs, reset_state = jax.vmap(self.reset)(keys)
-
-            def pick(r: jax.Array, s: jax.Array) -> jax.Array:
-                return jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), r, s)
-
-            return jax.tree.map(pick, reset_state, stepped), pick(reset_obs, stepped.inner.obs)
-
-        new_state, obs = jax.lax.cond(any_in_every_batch(done), with_resets,
-                                      lambda _: (stepped, stepped.inner.obs), None)
+        new_state, obs = jax.lax.cond(
+            any_in_every_batch(done),
+            lambda _: jax.vmap(self._reset_where)(keys, stepped, done),
+            lambda _: (stepped, stepped.inner.obs), None)
         return new_state, self._timestep(obs, stepped, reward, terminated, truncated)
 
     @staticmethod
