@@ -26,6 +26,7 @@ from ppox.envs.wrappers import EpisodeStats
 from ppox.nets import Params, Policy
 from ppox.normalize import RunningMeanStd
 from ppox.packing import pack, unpack
+from ppox.tracing import trace_once
 
 
 @struct.dataclass
@@ -135,12 +136,6 @@ def env_step(ctx: RolloutContext, carry: RolloutCarry,
     return RolloutCarry(env, carry.episodes.add(ts.info)), record
 
 
-def _packed_step(ctx: RolloutContext, carry: RolloutCarry,
-                 keys: jax.Array) -> tuple[RolloutCarry, jax.Array]:
-    carry, record = env_step(ctx, carry, keys)
-    return carry, pack(record, batch_ndim=1)
-
-
 def collect(ctx: RolloutContext, env: EnvCarry, key: jax.Array,
             num_steps: int) -> tuple[EnvCarry, StepRecord, EpisodeTotals]:
     """Runs ``num_steps`` steps of all envs.
@@ -152,8 +147,14 @@ def collect(ctx: RolloutContext, env: EnvCarry, key: jax.Array,
     keys = jax.random.split(key, num_steps * (num_envs + 1)).reshape(
         num_steps, num_envs + 1, *key.shape)
     init = RolloutCarry(env, EpisodeTotals.zeros())
-    template = jax.eval_shape(lambda c, k: env_step(ctx, c, k)[1], init, keys[0])
-    carry, packed = lax.scan(lambda c, k: _packed_step(ctx, c, k), init, keys)
+    # the env step traced once: its record's shapes unpack the scan's packed output
+    step, (_, template) = trace_once(lambda c, k: env_step(ctx, c, k), init, keys[0])
+
+    def packed_step(c: RolloutCarry, k: jax.Array) -> tuple[RolloutCarry, jax.Array]:
+        c, record = step(c, k)
+        return c, pack(record, batch_ndim=1)
+
+    carry, packed = lax.scan(packed_step, init, keys)
     return carry.env, unpack(packed, template, batch_ndim=1), carry.episodes
 
 

@@ -31,6 +31,7 @@ from ppox.nets import Params, Policy, make_policy
 from ppox.normalize import RewardScaler, RunningMeanStd
 from ppox.parallel.layout import SINGLE, Layout
 from ppox.rollout import EnvCarry, RolloutContext, collect, init_env_carry, to_rollout
+from ppox.tracing import trace_once
 
 Metrics = dict[str, jax.Array]
 
@@ -218,12 +219,13 @@ def make_train_chunk(
 
     def chunk(state: TrainState, hp: HParams, n: jax.Array) -> tuple[TrainState, Metrics]:
         hp = hp.as_arrays()
-        _, template = jax.eval_shape(lambda s: update_step(setup, hp, s), state)
+        # one trace of the update: its metrics' shapes size the buffers, the loop runs it
+        step, (_, template) = trace_once(lambda s: update_step(setup, hp, s), state)
         buf = jax.tree.map(lambda m: jnp.zeros((chunk_size, *m.shape), m.dtype), template)
 
         def body(i: jax.Array, carry: tuple[TrainState, Metrics]):
             st, out = carry
-            st, m = update_step(setup, hp, st)
+            st, m = step(st)
             out = jax.tree.map(lambda b, v: b.at[i].set(v), out, m)
             return st, out
 
