@@ -1,0 +1,75 @@
+"""``trace_once``, and the trainer tracing the env step and the update one time each."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ppox.rollout
+import ppox.trainer
+from ppox.config import HParams, PPOConfig
+from ppox.tracing import trace_once
+
+TINY = PPOConfig(num_envs=2, num_steps=8, total_timesteps=2 * 8 * 2, update_epochs=1,
+                 num_minibatches=1)
+
+
+def test_trace_once_runs_the_python_once_and_gives_shapes_and_values():
+    calls = []
+
+    def body(carry, x, scale):
+        calls.append(1)
+        new = carry * scale + x
+        return new, {"sum": jnp.sum(new), "first": new[0].astype(jnp.int32)}
+
+    def program(carry, xs, scale):
+        fn, shapes = trace_once(lambda c, x: body(c, x, scale), carry, xs[0])
+        assert shapes[1]["sum"].shape == () and shapes[1]["first"].dtype == jnp.int32
+        return jax.lax.scan(fn, carry, xs)
+
+    carry, xs, scale = jnp.ones(3), jnp.arange(12.0).reshape(4, 3), jnp.float32(2.0)
+    got = jax.jit(program)(carry, xs, scale)
+    assert len(calls) == 1  # the scan evaluated the traced jaxpr, no second Python trace
+    calls.clear()
+    want = jax.lax.scan(lambda c, x: body(c, x, scale), carry, xs)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    # under vmap the closed-over traced ``scale`` is per batch member
+    scales = jnp.array([1.0, 3.0])
+    batched = jax.jit(jax.vmap(program, in_axes=(None, None, 0)))(carry, xs, scales)
+    for i, s in enumerate(scales):
+        one = jax.lax.scan(lambda c, x, s=s: body(c, x, s), carry, xs)
+        np.testing.assert_allclose(np.asarray(batched[0][i]), np.asarray(one[0]))
+
+
+def _count_env_steps(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = ppox.rollout.step_envs
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ppox.rollout, "step_envs", counting)
+    return calls
+
+
+def test_chunk_and_fused_program_trace_the_env_step_and_update_once(monkeypatch):
+    """A second trace of the env step (brax, Playground) costs seconds: each program traces
+    it once, and the chunk traces the update once."""
+    steps = _count_env_steps(monkeypatch)
+    updates: list[int] = []
+    real_update = ppox.trainer.update_step
+
+    def counting_update(*args, **kwargs):
+        updates.append(1)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(ppox.trainer, "update_step", counting_update)
+    hp, key = HParams().as_arrays(), jax.random.PRNGKey(0)
+    state = jax.eval_shape(ppox.trainer.make_init(TINY), key, hp)
+    jax.jit(ppox.trainer.make_train_chunk(TINY, 2)).trace(state, hp, jnp.int32(2))
+    assert (len(steps), len(updates)) == (1, 1)
+    steps.clear()
+    updates.clear()
+    jax.jit(ppox.trainer.make_train(TINY)).trace(key, hp)
+    assert (len(steps), len(updates)) == (1, 1)
