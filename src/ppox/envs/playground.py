@@ -152,8 +152,12 @@ class CompactStates:
     data_shapes: Any  # mjx.Data of jax.ShapeDtypeStruct: one env's data
 
     @classmethod
-    def wrap(cls, base: Any) -> CompactStates:
-        return cls(base, jax.eval_shape(base.reset, jax.random.PRNGKey(0)).data)
+    def wrap(cls, base: Any, reset_shape: Any = None) -> CompactStates:
+        """``reset_shape``: ``jax.eval_shape`` of ``base.reset`` if the caller has it (a
+        trace of a Playground reset takes seconds), else traced here."""
+        if reset_shape is None:
+            reset_shape = jax.eval_shape(base.reset, jax.random.PRNGKey(0))
+        return cls(base, reset_shape.data)
 
     def _full(self, data: Any) -> Any:
         return jax.tree.map(lambda t, x: np.zeros(t.shape, t.dtype) if x is None else x,
@@ -174,7 +178,8 @@ def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
         raise ConfigError(not_offered(env_id))
     config = env_config_for(env_id, parse_env_config(env_config))
     env = _module().load(env_id.removeprefix(PLAYGROUND_PREFIX), config=config)
-    obs = jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs
+    reset_shape = jax.eval_shape(env.reset, jax.random.PRNGKey(0))  # the one trace of reset
+    obs = reset_shape.obs
     if not hasattr(obs, "shape") or len(obs.shape) != 1:
         shapes = jax.tree.map(lambda x: tuple(x.shape), obs)
         raise ConfigError(f"{env_id} with env_config {env_config!r} observes {shapes}; ppox "
@@ -190,7 +195,8 @@ def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
                          high=np.ones(env.action_size, np.float32)),
         max_episode_steps=-(-episode_length // action_repeat),
     )
-    return BraxEnv(spec=spec, env=CompactStates.wrap(env), episode_length=episode_length,
+    return BraxEnv(spec=spec, env=CompactStates.wrap(env, reset_shape),
+                   episode_length=episode_length,
                    action_repeat=action_repeat)
 
 
