@@ -7,7 +7,7 @@ import numpy as np
 import ppox.rollout
 import ppox.trainer
 from ppox.config import HParams, PPOConfig
-from ppox.tracing import trace_once
+from ppox.tracing import CachedTrace, trace_once
 
 TINY = PPOConfig(num_envs=2, num_steps=8, total_timesteps=2 * 8 * 2, update_epochs=1,
                  num_minibatches=1)
@@ -73,3 +73,31 @@ def test_chunk_and_fused_program_trace_the_env_step_and_update_once(monkeypatch)
     updates.clear()
     jax.jit(ppox.trainer.make_train(TINY)).trace(key, hp)
     assert (len(steps), len(updates)) == (1, 1)
+
+
+def test_cached_trace_traces_once_across_programs_and_matches():
+    calls = []
+
+    def reset(key):
+        calls.append(1)
+        a, b = jax.random.split(key)
+        return {"q": jax.random.uniform(a, (3,)), "n": jax.random.randint(b, (), 0, 9)}
+
+    cached = CachedTrace(reset)
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    shape = jax.eval_shape(cached, keys[0])
+    assert shape["q"].shape == (3,) and len(calls) == 1
+    batched = jax.jit(jax.vmap(cached))(keys)
+    one = jax.jit(lambda k: cached(k)["q"] * 2.0)(keys[1])
+    assert len(calls) == 1  # eval_shape, vmap under jit and another jit: one trace
+    np.testing.assert_array_equal(np.asarray(batched["q"]), np.asarray(jax.vmap(reset)(keys)["q"]))
+    np.testing.assert_array_equal(np.asarray(one), np.asarray(reset(keys[1])["q"] * 2.0))
+
+
+def test_cached_trace_of_a_closure_over_a_tracer_is_not_cached():
+    def program(x):
+        cached = CachedTrace(lambda y: y * x)  # closes over the traced x
+        return cached(jnp.ones(2)) + cached(jnp.ones(2))
+
+    assert np.asarray(jax.jit(program)(3.0)).tolist() == [6.0, 6.0]
+    assert np.asarray(jax.jit(program)(5.0)).tolist() == [10.0, 10.0]

@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -33,6 +33,7 @@ import numpy as np
 from flax import struct
 
 from ppox.envs.core import Box, EnvSpec, TimeStep
+from ppox.tracing import CachedTrace
 
 BRAX_PREFIX = "brax/"
 
@@ -111,9 +112,15 @@ class BraxEnv:
     env: Any  # brax.envs.base.Env
     episode_length: int
     action_repeat: int
+    # the env's reset, traced once and reused by every program that resets (init, the
+    # auto-reset in the training step, evaluation): a Playground reset takes seconds to trace
+    _reset: CachedTrace = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_reset", CachedTrace(self.env.reset))
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, BraxEnvState]:
-        inner = self.env.reset(key)
+        inner = self._reset(key)
         return inner.obs, BraxEnvState(inner=inner, steps=jnp.int32(0))
 
     def _repeat(self, state: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array]:

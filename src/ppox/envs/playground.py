@@ -37,6 +37,7 @@ import numpy as np
 from ppox.config import ConfigError
 from ppox.envs.brax import BraxEnv
 from ppox.envs.core import Box, EnvSpec
+from ppox.tracing import CachedTrace
 
 PLAYGROUND_PREFIX = "playground/"
 DEFAULT_IMPL = "jax"
@@ -151,20 +152,21 @@ class CompactStates:
     base: Any  # mujoco_playground MjxEnv
     data_shapes: Any  # mjx.Data of jax.ShapeDtypeStruct: one env's data
 
+    base_reset: Any = None  # base.reset, traced once (ppox.tracing.CachedTrace)
+
     @classmethod
-    def wrap(cls, base: Any, reset_shape: Any = None) -> CompactStates:
-        """``reset_shape``: ``jax.eval_shape`` of ``base.reset`` if the caller has it (a
-        trace of a Playground reset takes seconds), else traced here."""
-        if reset_shape is None:
-            reset_shape = jax.eval_shape(base.reset, jax.random.PRNGKey(0))
-        return cls(base, reset_shape.data)
+    def wrap(cls, base: Any, base_reset: CachedTrace | None = None) -> CompactStates:
+        """``base_reset``: the caller's ``CachedTrace`` of ``base.reset``, if it has one (a
+        trace of a Playground reset takes seconds)."""
+        base_reset = base_reset or CachedTrace(base.reset)
+        return cls(base, jax.eval_shape(base_reset, jax.random.PRNGKey(0)).data, base_reset)
 
     def _full(self, data: Any) -> Any:
         return jax.tree.map(lambda t, x: np.zeros(t.shape, t.dtype) if x is None else x,
                             self.data_shapes, data)
 
     def reset(self, rng: jax.Array) -> Any:
-        state = self.base.reset(rng)
+        state = self.base_reset(rng)
         return state.replace(data=_empty_to_none(state.data))
 
     def step(self, state: Any, action: jax.Array) -> Any:
@@ -178,8 +180,8 @@ def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
         raise ConfigError(not_offered(env_id))
     config = env_config_for(env_id, parse_env_config(env_config))
     env = _module().load(env_id.removeprefix(PLAYGROUND_PREFIX), config=config)
-    reset_shape = jax.eval_shape(env.reset, jax.random.PRNGKey(0))  # the one trace of reset
-    obs = reset_shape.obs
+    base_reset = CachedTrace(env.reset)  # the one trace of the reset, shared by every program
+    obs = jax.eval_shape(base_reset, jax.random.PRNGKey(0)).obs
     if not hasattr(obs, "shape") or len(obs.shape) != 1:
         shapes = jax.tree.map(lambda x: tuple(x.shape), obs)
         raise ConfigError(f"{env_id} with env_config {env_config!r} observes {shapes}; ppox "
@@ -195,7 +197,7 @@ def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
                          high=np.ones(env.action_size, np.float32)),
         max_episode_steps=-(-episode_length // action_repeat),
     )
-    return BraxEnv(spec=spec, env=CompactStates.wrap(env, reset_shape),
+    return BraxEnv(spec=spec, env=CompactStates.wrap(env, base_reset),
                    episode_length=episode_length,
                    action_repeat=action_repeat)
 
