@@ -41,30 +41,24 @@ def test_trace_once_runs_the_python_once_and_gives_shapes_and_values():
         np.testing.assert_allclose(np.asarray(batched[0][i]), np.asarray(one[0]))
 
 
-def _count_env_steps(monkeypatch) -> list[int]:
+def _count_calls(monkeypatch, module, name: str) -> list[int]:
+    """Wraps ``module.name`` to record each call (each trace, inside a jit)."""
     calls: list[int] = []
-    real = ppox.rollout.step_envs
+    real = getattr(module, name)
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ppox.rollout, "step_envs", counting)
+    monkeypatch.setattr(module, name, counting)
     return calls
 
 
 def test_chunk_and_fused_program_trace_the_env_step_and_update_once(monkeypatch):
     """A second trace of the env step (brax, Playground) costs seconds: each program traces
     it once, and the chunk traces the update once."""
-    steps = _count_env_steps(monkeypatch)
-    updates: list[int] = []
-    real_update = ppox.trainer.update_step
-
-    def counting_update(*args, **kwargs):
-        updates.append(1)
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(ppox.trainer, "update_step", counting_update)
+    steps = _count_calls(monkeypatch, ppox.rollout, "step_envs")
+    updates = _count_calls(monkeypatch, ppox.trainer, "update_step")
     hp, key = HParams().as_arrays(), jax.random.PRNGKey(0)
     state = jax.eval_shape(ppox.trainer.make_init(TINY), key, hp)
     jax.jit(ppox.trainer.make_train_chunk(TINY, 2)).trace(state, hp, jnp.int32(2))
