@@ -36,7 +36,7 @@ class CachedTrace:
 
     A Playground reset (CheetahRun settles for 200 physics steps) takes seconds to trace, and
     a run traces it in several programs. If the trace closes over a tracer after all, nothing
-    is cached and ``fn`` is traced as usual at every call.
+    is cached: each call traces ``fn`` as usual (and evaluates that trace at once).
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
@@ -49,9 +49,8 @@ class CachedTrace:
         entry = self._cache.get(signature)
         if entry is None:
             closed, out_shape = jax.make_jaxpr(self.fn, return_shape=True)(*args)
-            if any(isinstance(c, jax.core.Tracer) for c in closed.consts):
-                return self.fn(*args)
-            entry = self._cache[signature] = (jaxpr_as_fun(closed),
-                                              jax.tree.structure(out_shape))
+            entry = (jaxpr_as_fun(closed), jax.tree.structure(out_shape))
+            if not any(isinstance(c, jax.core.Tracer) for c in closed.consts):
+                self._cache[signature] = entry  # else its tracers die with this trace
         fn, out_tree = entry
         return jax.tree.unflatten(out_tree, fn(*leaves))

@@ -151,8 +151,7 @@ class CompactStates:
 
     base: Any  # mujoco_playground MjxEnv
     data_shapes: Any  # mjx.Data of jax.ShapeDtypeStruct: one env's data
-
-    base_reset: Any = None  # base.reset, traced once (ppox.tracing.CachedTrace)
+    base_reset: CachedTrace  # base.reset, traced once
 
     @classmethod
     def wrap(cls, base: Any, base_reset: CachedTrace | None = None) -> CompactStates:
