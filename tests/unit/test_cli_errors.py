@@ -149,6 +149,20 @@ CASES: list[tuple[list[str], str | re.Pattern]] = [
      "config file '/nonexistent/x.toml' does not exist; pass an existing .toml file"),
     (["eval", "/nonexistent-run"], "'/nonexistent-run' is not a ppox run directory (no "
      "config.toml); pass the --run-dir of a `ppox train` run"),
+    # the other commands' own flags: one line too, not the parser's box
+    (["eval", "{tmp}", "--episodes", "abc"],
+     "--episodes 'abc': not a whole number; pass e.g. --episodes 16"),
+    (["eval", "{tmp}", "--run_index=1.5"],
+     "--run_index '1.5': not a whole number; pass e.g. --run_index 0"),
+    (["eval", "{tmp}", "{tmp}"], "unexpected argument '{tmp}'; `ppox eval --help` lists the "
+     "arguments"),
+    (["bench", "--num-envs", "4", "abc"],
+     "--num-envs 'abc': not a whole number; pass e.g. --num-envs 4 64 256"),
+    (["bench", "--parts", "env", "fast"], "--parts 'fast': not one of {trainer,env,rollout}"),
+    (["bench", "--target-s", "soon"], "--target-s 'soon': not a number; pass e.g. --target-s 1.0"),
+    (["plot", "{tmp}", "--band", "wide"], "--band 'wide': not one of {std,minmax,none}"),
+    (["envs", "--detals"], "unknown option '--detals' (did you mean --details?); `ppox envs "
+     "--help` lists the options"),
     # layouts
     (["train", "--split-networks", "--num-seeds", "2"],
      "--split-networks spreads one run across devices; use --num-seeds 1"),

@@ -89,14 +89,13 @@ def run_bench(args: BenchArgs) -> dict[str, Any]:
 
 def cmd_bench(argv: Sequence[str]) -> int:
     """``ppox bench``: times the programs, prints a table, optionally writes JSON."""
-    import tyro
-
     from ppox._platform import apply_env_cpu_xla_flags
+    from ppox.cli.args import parse_command
     from ppox.config import ConfigError
     from ppox.diagnostics import point_config
     from ppox.envs import check_env_id
 
-    args = tyro.cli(BenchArgs, args=list(argv), prog="ppox bench")
+    args = parse_command(BenchArgs, argv, "ppox bench")
     if not args.num_envs or not args.parts:
         raise ConfigError("--num-envs and --parts need at least one value each")
     check_env_id(args.env)  # bad settings fail here, before anything is compiled

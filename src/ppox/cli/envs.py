@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
+from ppox.cli.args import parse_command
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvsArgs:
@@ -63,7 +65,7 @@ def describe(env_id: str) -> dict[str, str]:
 def cmd_envs(argv: Sequence[str]) -> int:
     from ppox.envs import brax_ids, gymnax_ids, playground_ids
 
-    args = tyro.cli(EnvsArgs, args=list(argv), prog="ppox envs")
+    args = parse_command(EnvsArgs, argv, "ppox envs")
     ids = list(args.ids) or (list(gymnax_ids()) if args.details else [])
     if not ids:
         print("gymnax: " + ", ".join(gymnax_ids()))

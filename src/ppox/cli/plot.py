@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import numpy as np
 import tyro
 
+from ppox.cli.args import parse_command
 from ppox.config import ConfigError
 
 XAxis = Literal["env_steps", "wall"]
@@ -117,7 +118,7 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, metric: str = "episode_return
 
 
 def cmd_plot(argv: Sequence[str]) -> int:
-    args = tyro.cli(PlotArgs, args=list(argv), prog="ppox plot")
+    args = parse_command(PlotArgs, argv, "ppox plot")
     if not args.run_dirs:
         raise ConfigError("pass at least one RUN_DIR")
     out = args.out or (args.run_dirs[0] / f"{args.metric}.png" if len(args.run_dirs) == 1

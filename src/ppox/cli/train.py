@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import tyro
 
-from ppox.cli.args import _default_run_dir, resolve_train_args
+from ppox.cli.args import _default_run_dir, parse_command, resolve_train_args
 from ppox.cli.watch import watch_fields
 from ppox.config import ConfigError
 
@@ -157,7 +157,7 @@ class EvalArgs:
 
 
 def cmd_eval(argv: Sequence[str]) -> int:
-    args = tyro.cli(EvalArgs, args=list(argv), prog="ppox eval")
+    args = parse_command(EvalArgs, argv, "ppox eval")
     from ppox.host.evaluation import evaluate_run
 
     if args.episodes < 1:
@@ -183,18 +183,3 @@ def cmd_eval(argv: Sequence[str]) -> int:
     print(f"eval return: {out.returns.mean():.2f} ± {out.returns.std():.2f} over "
           f"{len(out.returns)} episodes")
     return 0
-
-
-def cmd_envs(argv: Sequence[str]) -> int:
-    from ppox.envs import brax_ids, gymnax_ids, playground_ids
-
-    tyro.cli(_NoArgs, args=list(argv), prog="ppox envs")
-    print("gymnax: " + ", ".join(gymnax_ids()))
-    print("brax:   " + ", ".join(brax_ids()))
-    print("playground (pip install 'ppox[playground]'): " + ", ".join(playground_ids()))
-    return 0
-
-
-@dataclasses.dataclass(frozen=True)
-class _NoArgs:
-    """List the environment ids ppox accepts."""
