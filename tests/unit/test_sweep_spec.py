@@ -432,3 +432,21 @@ def test_a_swept_hparam_the_algorithm_does_not_read_is_refused():
     configs = expand(parse_spec({"grid": {"kl_coef": [0.1, 0.2]}}),
                      PPOConfig(algo="ppo_kl"), HParams())
     assert [c.swept["kl_coef"] for c in configs] == [0.1, 0.2]
+
+
+def test_cpu_device_hint_only_where_one_process_leaves_cores_idle(monkeypatch):
+    from ppox.sweep.report import cpu_device_hint
+
+    monkeypatch.delenv("PPOX_CPU_DEVICES", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    hint = cpu_device_hint("cpu", 1, 1)
+    assert hint is not None and "PPOX_CPU_DEVICES=4" in hint and "4 cores" in hint
+    assert cpu_device_hint("cpu", 1, 2) is None  # jax.distributed: each process its own cores
+    assert cpu_device_hint("cpu", 4, 1) is None
+    assert cpu_device_hint("gpu", 1, 1) is None
+    monkeypatch.setenv("PPOX_CPU_DEVICES", "1")  # the user asked for one device
+    assert cpu_device_hint("cpu", 1, 1) is None
+    monkeypatch.delenv("PPOX_CPU_DEVICES")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    assert cpu_device_hint("cpu", 1, 1) is None

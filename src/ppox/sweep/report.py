@@ -295,11 +295,24 @@ def print_header(out: TextIO | None, plan: SweepPlan, env_id: str) -> None:
     print(f"batches: {plan.num_batches} vmapped call(s) of {first.batch_size} "
           f"runs ({how}; {sum(p.padding for p in plan.plans)} padding run(s)), sharded across "
           f"{first.num_devices} {devs[0].platform} device(s)", file=out)
-    if devs[0].platform == "cpu" and len(devs) == 1 and (os.cpu_count() or 1) > 1:
-        print(f"hint: 1 XLA CPU device; start with XLA_FLAGS="
-              f"--xla_force_host_platform_device_count={os.cpu_count()} to train runs on "
-              "every core", file=out)
+    hint = cpu_device_hint(devs[0].platform, len(devs), jax.process_count())
+    if hint:
+        print(hint, file=out)
     out.flush()
+
+
+def cpu_device_hint(platform: str, local_devices: int, processes: int) -> str | None:
+    """A hint where a one-process CPU sweep runs on one XLA device but has more cores; none
+    where the user chose one device (``PPOX_CPU_DEVICES`` / ``XLA_FLAGS``) or the sweep spans
+    processes (each process trains on its own cores)."""
+    cores = len(os.sched_getaffinity(0))
+    chosen = os.environ.get("PPOX_CPU_DEVICES") or (
+        "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
+    if platform != "cpu" or local_devices > 1 or processes > 1 or cores <= 1 or chosen:
+        return None
+    return (f"hint: 1 XLA CPU device for {cores} cores; set PPOX_CPU_DEVICES={cores} (or "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={cores}) before JAX starts to "
+            "train runs on every core")
 
 
 def print_summary(out: TextIO | None, result: SweepResult, top_k: int) -> None:
