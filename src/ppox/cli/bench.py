@@ -90,7 +90,7 @@ def run_bench(args: BenchArgs) -> dict[str, Any]:
 def cmd_bench(argv: Sequence[str]) -> int:
     """``ppox bench``: times the programs, prints a table, optionally writes JSON."""
     from ppox._platform import apply_env_cpu_xla_flags
-    from ppox.cli.args import parse_command
+    from ppox.cli.command_flags import parse_command
     from ppox.config import ConfigError
     from ppox.diagnostics import point_config
     from ppox.envs import check_env_id

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
-from ppox.cli.args import parse_command
+from ppox.cli.command_flags import parse_command
 
 
 @dataclasses.dataclass(frozen=True)

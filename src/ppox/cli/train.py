@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import tyro
 
-from ppox.cli.args import _default_run_dir, parse_command, resolve_train_args
+from ppox.cli.args import _default_run_dir, resolve_train_args
+from ppox.cli.command_flags import parse_command
 from ppox.cli.watch import watch_fields
 from ppox.config import ConfigError
 

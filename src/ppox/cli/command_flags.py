@@ -1,0 +1,92 @@
+"""The flags of ``ppox eval``, ``plot``, ``bench`` and ``envs`` (each command's own dataclass):
+tyro parses them, but a bad number, a value outside its choices or an unknown flag is one
+``ConfigError`` line first, as for the train-style flags (``ppox.cli.args``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import tyro
+
+from ppox.cli.args import _int_or_text
+from ppox.config import ConfigError, literal_choices, optional_inner
+
+_T = typing.TypeVar("_T")
+_KIND = {int: "a whole number", float: "a number"}
+
+
+def parse_command(cls: type[_T], argv: Sequence[str], prog: str) -> _T:
+    """``tyro.cli`` for a command's own flags (``ppox eval``, ``plot``, ``bench``, ``envs``),
+    with every bad value or unknown flag one ``ConfigError`` line (which flag, the text, what
+    to pass) where tyro's parser would print its box. ``1e3`` passes as 1000."""
+    args, unknown = tyro.cli(cls, args=_checked_values(cls, argv), prog=prog,
+                             return_unknown_args=True)
+    if unknown:
+        word = unknown[0]
+        if not word.startswith("-"):
+            raise ConfigError(f"unexpected argument {word!r}; `{prog} --help` lists the "
+                              "arguments")
+        known = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(cls)]
+        near = difflib.get_close_matches(word.split("=", 1)[0].replace("_", "-"), known, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise ConfigError(f"unknown option {word!r}{hint}; `{prog} --help` lists the options")
+    return args
+
+
+def _checked_values(cls: type, argv: Sequence[str]) -> list[str]:
+    """``argv`` with each number flag's text checked and written as the number it stands
+    for; a value that is not of its flag's type (or not one of its choices) raises."""
+    hints = typing.get_type_hints(cls)
+    fields = {}
+    for f in dataclasses.fields(cls):  # tyro takes --run-index and --run_index
+        fields[f"--{f.name}"] = fields[f"--{f.name.replace('_', '-')}"] = (f, hints[f.name])
+    out = list(argv)
+    for i, word in enumerate(out):
+        flag, eq, text = word.partition("=")
+        if flag not in fields:
+            continue
+        field, hint = fields[flag]
+        kind = optional_inner(hint) or hint
+        many = typing.get_origin(kind) is tuple
+        kind = typing.get_args(kind)[0] if many else kind
+        if kind not in _KIND and literal_choices(kind) is None:
+            continue
+        if eq:
+            places = [i]
+        else:
+            places = list(range(i + 1, len(out)))
+            stop = next((k for k in places if out[k].startswith("--")), len(out))
+            places = [k for k in places if k < stop][: None if many else 1]
+        for k in places:
+            given = text if eq else out[k]
+            if optional_inner(hint) is not None and given == "None":
+                continue
+            value = _value_of(flag, field, kind, given)
+            out[k] = f"{flag}={value}" if eq else str(value)
+    return out
+
+
+def _value_of(flag: str, field: dataclasses.Field, kind: Any, text: str) -> Any:
+    choices = literal_choices(kind)
+    if choices is not None:
+        if text not in choices:
+            raise ConfigError(f"{flag} {text!r}: not one of {{{','.join(choices)}}}")
+        return text
+    value = _int_or_text(text) if kind is int else _float_or_text(text)
+    if isinstance(value, str):
+        default = field.default
+        example = (" ".join(map(str, default)) if isinstance(default, tuple)
+                   else default if isinstance(default, int | float) else 1)
+        raise ConfigError(f"{flag} {text!r}: not {_KIND[kind]}; pass e.g. {flag} {example}")
+    return value
+
+
+def _float_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
