@@ -53,14 +53,16 @@ def _checked_values(cls: type, argv: Sequence[str]) -> list[str]:
         kind = optional_inner(hint) or hint
         many = typing.get_origin(kind) is tuple
         kind = typing.get_args(kind)[0] if many else kind
-        if kind not in _KIND and literal_choices(kind) is None:
-            continue
         if eq:
             places = [i]
         else:
             places = list(range(i + 1, len(out)))
             stop = next((k for k in places if out[k].startswith("--")), len(out))
             places = [k for k in places if k < stop][: None if many else 1]
+            if not places and not many and kind is not bool:
+                raise ConfigError(f"{flag} needs a value (e.g. {flag} {_example(field)})")
+        if kind not in _KIND and literal_choices(kind) is None:
+            continue
         for k in places:
             given = text if eq else out[k]
             if optional_inner(hint) is not None and given == "None":
@@ -78,11 +80,21 @@ def _value_of(flag: str, field: dataclasses.Field, kind: Any, text: str) -> Any:
         return text
     value = _int_or_text(text) if kind is int else _float_or_text(text)
     if isinstance(value, str):
-        default = field.default
-        example = (" ".join(map(str, default)) if isinstance(default, tuple)
-                   else default if isinstance(default, int | float) else 1)
-        raise ConfigError(f"{flag} {text!r}: not {_KIND[kind]}; pass e.g. {flag} {example}")
+        raise ConfigError(f"{flag} {text!r}: not {_KIND[kind]}; pass e.g. {flag} "
+                          f"{_example(field)}")
     return value
+
+
+def _example(field: dataclasses.Field) -> str:
+    """A value to show for ``field``: its default, or 1 where it has none to show."""
+    default = field.default
+    if isinstance(default, tuple):
+        return " ".join(map(str, default))
+    if default is None or default is dataclasses.MISSING or isinstance(default, bool):
+        text = str(field.type)
+        return "1" if text.split(" ")[0] in ("int", "float") else (
+            "PATH" if "Path" in text else "VALUE")
+    return str(default)
 
 
 def _float_or_text(text: str) -> float | str:
