@@ -154,6 +154,9 @@ CASES: list[tuple[list[str], str | re.Pattern]] = [
      "--episodes 'abc': not a whole number; pass e.g. --episodes 16"),
     (["eval", "{tmp}", "--run_index=1.5"],
      "--run_index '1.5': not a whole number; pass e.g. --run_index 0"),
+    (["eval"], "ppox eval needs RUN_DIR; `ppox eval --help` lists the arguments"),
+    (["eval", "--episodes", "3"], "ppox eval needs RUN_DIR; `ppox eval --help` lists the "
+     "arguments"),
     (["eval", "{tmp}", "--seed"], "--seed needs a value (e.g. --seed 0)"),
     (["eval", "{tmp}", "--html"], "--html needs a value (e.g. --html PATH)"),
     (["eval", "{tmp}", "{tmp}"], "unexpected argument '{tmp}'; `ppox eval --help` lists the "

@@ -23,8 +23,14 @@ def parse_command(cls: type[_T], argv: Sequence[str], prog: str) -> _T:
     """``tyro.cli`` for a command's own flags (``ppox eval``, ``plot``, ``bench``, ``envs``),
     with every bad value or unknown flag one ``ConfigError`` line (which flag, the text, what
     to pass) where tyro's parser would print its box. ``1e3`` passes as 1000."""
-    args, unknown = tyro.cli(cls, args=_checked_values(cls, argv), prog=prog,
-                             return_unknown_args=True)
+    checked, values = _checked_values(cls, argv)
+    words = [w for k, w in enumerate(checked) if k not in values and not w.startswith("-")]
+    required = [f for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    if required and not words and not {"-h", "--help"} & set(argv):
+        what = required[0].name.upper()
+        raise ConfigError(f"{prog} needs {what}; `{prog} --help` lists the arguments")
+    args, unknown = tyro.cli(cls, args=checked, prog=prog, return_unknown_args=True)
     if unknown:
         word = unknown[0]
         if not word.startswith("-"):
@@ -37,14 +43,15 @@ def parse_command(cls: type[_T], argv: Sequence[str], prog: str) -> _T:
     return args
 
 
-def _checked_values(cls: type, argv: Sequence[str]) -> list[str]:
+def _checked_values(cls: type, argv: Sequence[str]) -> tuple[list[str], set[int]]:
     """``argv`` with each number flag's text checked and written as the number it stands
-    for; a value that is not of its flag's type (or not one of its choices) raises."""
+    for, and the positions of the flags' values; a value that is not of its flag's type
+    (or not one of its choices) raises."""
     hints = typing.get_type_hints(cls)
     fields = {}
     for f in dataclasses.fields(cls):  # tyro takes --run-index and --run_index
         fields[f"--{f.name}"] = fields[f"--{f.name.replace('_', '-')}"] = (f, hints[f.name])
-    out = list(argv)
+    out, values = list(argv), set()
     for i, word in enumerate(out):
         flag, eq, text = word.partition("=")
         if flag not in fields:
@@ -61,6 +68,7 @@ def _checked_values(cls: type, argv: Sequence[str]) -> list[str]:
             places = [k for k in places if k < stop][: None if many else 1]
             if not places and not many and kind is not bool:
                 raise ConfigError(f"{flag} needs a value (e.g. {flag} {_example(field)})")
+            values.update(places if kind is not bool else ())
         if kind not in _KIND and literal_choices(kind) is None:
             continue
         for k in places:
@@ -69,7 +77,7 @@ def _checked_values(cls: type, argv: Sequence[str]) -> list[str]:
                 continue
             value = _value_of(flag, field, kind, given)
             out[k] = f"{flag}={value}" if eq else str(value)
-    return out
+    return out, values
 
 
 def _value_of(flag: str, field: dataclasses.Field, kind: Any, text: str) -> Any:
