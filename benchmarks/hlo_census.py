@@ -37,6 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._common import argv_string, machine_info, results_dir, save_json
 
 DEFAULT_POINTS = ("CartPole-v1:4", "CartPole-v1:4:64")
+COUNTS = ("thunks", "fusions", "dots", "copies", "concatenates", "gathers", "scatters",
+          "all_reduces", "loops")
 _FREE = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\{$")
 _OP = re.compile(r"^(?:ROOT )?%?[\w.\-]+ = .+? ([a-z][\w\-]*)\((.*)$")
@@ -80,8 +82,8 @@ def census(comps: dict[str, list[tuple[str, str]]], body: str) -> dict[str, int]
         if op in _FREE:
             continue
         own["thunks"] += 1
-        inner = _fused_ops(comps, _called(rest)[0]) if op == "fusion" and _called(rest) \
-            else Counter()
+        called = _called(rest) if op == "fusion" else []
+        inner = _fused_ops(comps, called[0]) if called else Counter()
         own["fusions"] += op == "fusion"
         own["dots"] += (op == "dot") + inner["dot"] + inner["convolution"]
         own["copies"] += op == "copy"
@@ -90,9 +92,7 @@ def census(comps: dict[str, list[tuple[str, str]]], body: str) -> dict[str, int]
         own["scatters"] += (op == "scatter") + inner["scatter"]
         own["all_reduces"] += op.startswith("all-reduce")
         own["loops"] += op == "while"
-    keys = ("thunks", "fusions", "dots", "copies", "concatenates", "gathers", "scatters",
-            "all_reduces", "loops")
-    return {k: int(own[k]) for k in keys}
+    return {k: int(own[k]) for k in COUNTS}
 
 
 def loops(hlo: str) -> list[dict[str, Any]]:
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     record: dict[str, Any] = {"command": argv_string(), "machine": machine_info(),
                               "results": []}
-    cols = ("thunks", "fusions", "dots", "copies", "concatenates", "gathers", "scatters",
-            "all_reduces")
+    cols = COUNTS[:-1]  # every count but the nested loops
     print("| point | loop | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 2) + "|")
     for point in args.points:

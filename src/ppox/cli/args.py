@@ -142,10 +142,7 @@ def _from_strings(hint: Any, strings: Sequence[str]) -> Any:
     if hint is int:
         return _int_or_text(text)
     if hint in (float, Any):
-        try:
-            return float(text)
-        except ValueError:
-            return text
+        return _float_or_text(text)
     return text
 
 
@@ -160,6 +157,22 @@ def _int_or_text(text: str) -> int | str:
         if number.is_integer() and abs(number) < 2**63:
             return int(number)
     return text
+
+
+def _float_or_text(text: str) -> float | str:
+    """A number as a float; anything else stays text."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def unknown_option(word: str, name: str, known: Sequence[str], prog: str) -> str:
+    """The message for an unknown flag ``word`` (``name``: its flag part as looked up), with
+    the nearest of the ``known`` flags."""
+    near = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return f"unknown option {word!r}{hint}; `{prog} --help` lists the options"
 
 
 def _to_type(hint: Any, value: Any) -> Any:
@@ -278,9 +291,7 @@ def _unknown_argument(unknown: Sequence[str], argv: Sequence[str], flags: Sequen
                 f"--no-{flag[2:]} to turn it off")
     if word.startswith("-"):
         known = [f.flag for f in flags] + list(switches)
-        near = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
-        hint = f" (did you mean {near[0]}?)" if near else ""
-        return f"unknown option {word!r}{hint}; `{prog} --help` lists the options"
+        return unknown_option(word, word.split("=", 1)[0], known, prog)
     return (f"unexpected argument {word!r}: every value follows its flag (e.g. --num-envs 8); "
             f"`{prog} --help` lists the options")
 

@@ -5,14 +5,14 @@ tyro parses them, but a bad number, a value outside its choices or an unknown fl
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import tyro
 
-from ppox.cli.args import _int_or_text
+from ppox.cli.args import _float_or_text, _int_or_text, unknown_option
 from ppox.config import ConfigError, literal_choices, optional_inner
 
 _T = typing.TypeVar("_T")
@@ -37,9 +37,8 @@ def parse_command(cls: type[_T], argv: Sequence[str], prog: str) -> _T:
             raise ConfigError(f"unexpected argument {word!r}; `{prog} --help` lists the "
                               "arguments")
         known = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(cls)]
-        near = difflib.get_close_matches(word.split("=", 1)[0].replace("_", "-"), known, n=1)
-        hint = f" (did you mean {near[0]}?)" if near else ""
-        raise ConfigError(f"unknown option {word!r}{hint}; `{prog} --help` lists the options")
+        raise ConfigError(unknown_option(word, word.split("=", 1)[0].replace("_", "-"),
+                                         known, prog))
     return args
 
 
@@ -67,7 +66,8 @@ def _checked_values(cls: type, argv: Sequence[str]) -> tuple[list[str], set[int]
             stop = next((k for k in places if out[k].startswith("--")), len(out))
             places = [k for k in places if k < stop][: None if many else 1]
             if not places and not many and kind is not bool:
-                raise ConfigError(f"{flag} needs a value (e.g. {flag} {_example(field)})")
+                raise ConfigError(f"{flag} needs a value (e.g. {flag} "
+                                  f"{_example(field, kind)})")
             values.update(places if kind is not bool else ())
         if kind not in _KIND and literal_choices(kind) is None:
             continue
@@ -89,24 +89,15 @@ def _value_of(flag: str, field: dataclasses.Field, kind: Any, text: str) -> Any:
     value = _int_or_text(text) if kind is int else _float_or_text(text)
     if isinstance(value, str):
         raise ConfigError(f"{flag} {text!r}: not {_KIND[kind]}; pass e.g. {flag} "
-                          f"{_example(field)}")
+                          f"{_example(field, kind)}")
     return value
 
 
-def _example(field: dataclasses.Field) -> str:
-    """A value to show for ``field``: its default, or 1 where it has none to show."""
+def _example(field: dataclasses.Field, kind: Any) -> str:
+    """A value to show for ``field`` (of type ``kind``): its default, else a placeholder."""
     default = field.default
     if isinstance(default, tuple):
         return " ".join(map(str, default))
-    if default is None or default is dataclasses.MISSING or isinstance(default, bool):
-        text = str(field.type)
-        return "1" if text.split(" ")[0] in ("int", "float") else (
-            "PATH" if "Path" in text else "VALUE")
+    if default is None or default is dataclasses.MISSING:
+        return "1" if kind in _KIND else "PATH" if kind is Path else "VALUE"
     return str(default)
-
-
-def _float_or_text(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
