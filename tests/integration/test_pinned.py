@@ -2,7 +2,9 @@
 
 ``tests/data/pinned_runs.npz`` was written by these same cases before the trainer was cut
 into parts (algorithm, networks, layout); the parts reproduced it bit for bit on the CPU it
-was made on. A later change that moves any number has to replace the file on purpose.
+was made on. A later change that moves any number has to replace the file on purpose (``--write``
+below); it was last rewritten when the minibatch shuffle became a packed single-array sort
+for batches of <= 4096 rows (another permutation from the same key).
 The tolerance only absorbs a different CPU's float rounding (another vector width can
 change a reduction's summation order): 2e-6 relative on the parameters is far below any
 change of the algorithm, which moves them by 1e-3 or more after three updates.
@@ -44,3 +46,26 @@ def test_short_run_matches_the_pinned_numbers(name):
     for m in names:
         np.testing.assert_allclose(np.asarray(metrics[m]), pinned[f"{name}/metric/{m}"],
                                    rtol=2e-5, atol=1e-6, err_msg=m)
+
+
+def write_pinned(path: Path = PINNED) -> None:
+    """Rewrite the stored numbers from the current code (on purpose, after an intended change
+    of the arithmetic): ``python tests/integration/test_pinned.py --write``."""
+    old = np.load(path)
+    out = {}
+    for name in sorted(CASES):
+        cfg, hp = CASES[name]
+        state, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(3), hp)
+        out[f"{name}/params"] = np.asarray(ravel_pytree(state.params)[0])
+        for k in old.files:
+            if k.startswith(f"{name}/metric/"):
+                out[k] = np.asarray(metrics[k.split("/metric/")[1]])
+    np.savez(path, **out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python tests/integration/test_pinned.py --write")
+    write_pinned()

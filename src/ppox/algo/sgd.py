@@ -307,11 +307,26 @@ class _Loop:
 
 
 def permutations(key: jax.Array, epochs: int, num_rows: int) -> jax.Array:
-    """``[epochs, num_rows] int32``: an independent uniform permutation of the rows per epoch
-    (one sort of random 32-bit keys per epoch; ties, p ~ N^2 / 2^33, keep index order)."""
+    """``[epochs, num_rows] int32``: an independent uniform permutation of the rows per epoch.
+
+    One sort of random 32-bit keys per epoch. With ``b = ceil(log2 N)`` index bits, while
+    ``b <= 12`` the row index is packed into the low ``b`` bits of its random key and a single
+    ``uint32`` array is sorted (about 3x cheaper on CPU than a key-value sort, which is ~8% of
+    a small-batch update); ties of the ``32 - b`` random bits (p ~ N^2 / 2^(33 - b)) keep
+    index order. Larger batches sort random keys with the row indices as values (ties,
+    p ~ N^2 / 2^33, keep index order).
+    """
     bits = jax.random.bits(key, (epochs, num_rows), jnp.uint32)
-    rows = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.int32), (epochs, num_rows))
-    return lax.sort_key_val(bits, rows, dimension=1)[1]
+    index_bits = max(1, (num_rows - 1).bit_length())
+    rows = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.uint32), (epochs, num_rows))
+    if index_bits <= _PACKED_INDEX_BITS:
+        high = jnp.uint32(~((1 << index_bits) - 1) & 0xFFFFFFFF)
+        packed = lax.sort((bits & high) | rows, dimension=1, is_stable=False)
+        return (packed & jnp.uint32((1 << index_bits) - 1)).astype(jnp.int32)
+    return lax.sort_key_val(bits, rows.astype(jnp.int32), dimension=1)[1]
+
+
+_PACKED_INDEX_BITS = 12  # packed single-array sort while the batch has <= 4096 rows
 
 
 def minibatches(cfg: PPOConfig, batch: Any, carry: Any,
