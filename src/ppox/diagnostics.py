@@ -280,9 +280,10 @@ def _policy_forward(cfg: PPOConfig, rows: int) -> tuple[Any, tuple[int, ...],
             forward(policy.critic, "critic"))
 
 
-def _rollout_program(cfg: PPOConfig, hp: HParams) -> Program:
+def _rollout_program(cfg: PPOConfig, hp: HParams, runs: int = 1) -> Program:
     """``block`` runs one ppox rollout (env + actor + sampling, ``[T, B]`` records written)
-    with the fixed policy that ``init`` draws; no critic pass, no GAE, no update."""
+    with the fixed policy that ``init`` draws; no critic pass, no GAE, no update. With
+    ``runs > 1``, that many rollouts vmapped, each with its own policy and envs."""
     import jax
     import jax.numpy as jnp
 
@@ -308,18 +309,44 @@ def _rollout_program(cfg: PPOConfig, hp: HParams) -> Program:
         total = total + sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree.leaves(rec))
         return params, env, total + episodes.count
 
-    return init, block
+    return vmapped_program((init, block), runs)
 
 
-def _trainer_program(cfg: PPOConfig, max_updates: int) -> tuple[Any, Any]:
+def vmapped_program(program: Program, runs: int) -> Program:
+    """``runs`` independent copies of ``(init, block)`` vmapped, each its own key (the
+    program itself for ``runs == 1``)."""
+    import jax
+
+    if runs == 1:
+        return program
+    init, block = program
+
+    def init_many(key: Any) -> Any:
+        return jax.vmap(init)(jax.random.split(key, runs))
+
+    def block_many(i: Any, carry: Any, key: Any) -> Any:
+        return jax.vmap(lambda c, k: block(i, c, k))(carry, jax.random.split(key, runs))
+
+    return init_many, block_many
+
+
+def _trainer_program(cfg: PPOConfig, max_updates: int, runs: int = 1) -> tuple[Any, Any]:
     """``(jit(init(key, hp)), jit(chunk(state, hp, n)))``: what ``ppox train`` runs, ``n``
-    updates per call (traced), the state donated."""
+    updates per call (traced), the state donated; ``runs > 1`` vmaps both over that many
+    runs with the same hyperparameters (what ``ppox train --num-seeds`` runs per device)."""
     import jax
 
     from ppox.trainer import make_init, make_train_chunk
 
-    return (jax.jit(make_init(cfg)),
-            jax.jit(make_train_chunk(cfg, max_updates), donate_argnums=(0,)))
+    init, chunk = make_init(cfg), make_train_chunk(cfg, max_updates)
+    if runs > 1:
+        one_init = init
+
+        def init(key: Any, hp: Any) -> Any:
+            return jax.vmap(one_init, (0, None))(jax.random.split(key, runs), hp)
+
+        chunk = jax.vmap(chunk, (0, None, None))
+    return jax.jit(init), jax.jit(chunk, donate_argnums=(0,))
 
 
 # --- The three programs, compiled and timed ------------------------------------------------------
@@ -391,7 +418,7 @@ def _calibrated_runs(call: Callable[[int], Any], target_s: float, min_iters: int
             "calibration_s": elapsed}
 
 
-def _time_program(program: Program, batch_size: int, target_s: float, repeats: int,
+def time_program(program: Program, batch_size: int, target_s: float, repeats: int,
                   seed: int) -> dict[str, Any]:
     """Compiles ``init`` and a ``fori_loop`` of ``n`` blocks (timed together), then times
     a calibrated ``n``; steps/s counts ``batch_size`` env steps per block."""
@@ -422,28 +449,30 @@ def _time_program(program: Program, batch_size: int, target_s: float, repeats: i
 def measure_env_only(cfg: PPOConfig, *, target_s: float = 2.0, repeats: int = 1,
                      seed: int = 0) -> dict[str, Any]:
     """Env steps/s of the env alone: random actions, ``num_steps`` per ``lax.scan``."""
-    return _time_program(_env_only_program(cfg), cfg.batch_size, target_s, repeats, seed)
+    return time_program(_env_only_program(cfg), cfg.batch_size, target_s, repeats, seed)
 
 
 def measure_rollout_only(cfg: PPOConfig, hp: HParams, *, target_s: float = 2.0, repeats: int = 1,
-                         seed: int = 0) -> dict[str, Any]:
-    """Env steps/s of ppox's rollout with a fixed policy (no critic, GAE or update)."""
-    return _time_program(_rollout_program(cfg, hp), cfg.batch_size, target_s, repeats, seed)
+                         seed: int = 0, runs: int = 1) -> dict[str, Any]:
+    """Env steps/s of ppox's rollout with a fixed policy (no critic, GAE or update), of
+    ``runs`` rollouts vmapped (their steps added)."""
+    return time_program(_rollout_program(cfg, hp, runs), cfg.batch_size * runs, target_s,
+                        repeats, seed)
 
 
 def measure_trainer(cfg: PPOConfig, hp: HParams, *, target_s: float = 3.0, repeats: int = 1,
                     seed: int = 0, max_updates: int = 4096,
-                    min_updates: int = 2) -> dict[str, Any]:
+                    min_updates: int = 2, runs: int = 1) -> dict[str, Any]:
     """Env steps/s of full training updates through the chunked trainer: one compile
     (timed), then a calibrated number of updates (about ``target_s``) timed ``repeats``
     times, each call training on from the last. ``total_timesteps`` only sets the
-    learning-rate schedule here."""
+    learning-rate schedule here. ``runs > 1``: that many runs vmapped (their steps added)."""
     import jax
     import jax.numpy as jnp
 
     cfg = cfg.replace(total_timesteps=max(cfg.total_timesteps, max_updates * cfg.batch_size))
     key, hp = jax.random.PRNGKey(seed), hp.as_arrays()
-    init_fn, chunk_fn = _trainer_program(cfg, max_updates)
+    init_fn, chunk_fn = _trainer_program(cfg, max_updates, runs)
     t0 = time.perf_counter()
     box = {"state": jax.block_until_ready(init_fn.lower(key, hp).compile()(key, hp))}
     chunk_c = chunk_fn.lower(box["state"], hp, jnp.int32(1)).compile()
@@ -456,7 +485,7 @@ def measure_trainer(cfg: PPOConfig, hp: HParams, *, target_s: float = 3.0, repea
         box["state"] = state
 
     timed = _calibrated_runs(call, target_s, min_updates, max_updates, repeats)
-    steps = timed["iters"] * cfg.batch_size
+    steps = timed["iters"] * cfg.batch_size * runs
     return {"compile_s": compile_s, **timed, "env_steps": steps,
             "sps": [steps / t for t in timed["run_s"]],
             "peak_rss_after_compile_mb": rss_after_compile, "xla_memory": xla_memory}

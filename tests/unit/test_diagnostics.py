@@ -178,3 +178,26 @@ def test_ppox_bench_refuses_bad_settings_before_measuring(argv, message, capsys)
     out, err = capsys.readouterr()
     assert message in err and err.startswith("error: ")
     assert "ppox bench:" not in out  # nothing was measured
+
+
+def test_vmapped_runs_count_every_run_steps_and_keep_runs_apart():
+    import jax
+
+    from ppox.config import HParams
+    from ppox.diagnostics import measure_rollout_only, measure_trainer, vmapped_program
+
+    cfg = PPOConfig(env_id="CartPole-v1", num_envs=2, num_steps=8, num_minibatches=2,
+                    update_epochs=1, total_timesteps=64)
+    one = measure_rollout_only(cfg, HParams(), target_s=0.01, repeats=1)
+    two = measure_rollout_only(cfg, HParams(), target_s=0.01, repeats=1, runs=2)
+    assert one["env_steps"] == one["iters"] * cfg.batch_size
+    assert two["env_steps"] == two["iters"] * cfg.batch_size * 2
+    trained = measure_trainer(cfg, HParams(), target_s=0.01, repeats=1, runs=3,
+                              max_updates=4)
+    assert trained["env_steps"] == trained["iters"] * cfg.batch_size * 3
+
+    init, block = vmapped_program((lambda k: jax.random.normal(k, (2,)),
+                                   lambda i, c, k: c + jax.random.normal(k, (2,))), 3)
+    carry = block(0, init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
+    assert carry.shape == (3, 2)
+    assert len({tuple(row.tolist()) for row in carry}) == 3  # each run its own keys
