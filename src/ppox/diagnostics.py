@@ -419,7 +419,7 @@ def _calibrated_runs(call: Callable[[int], Any], target_s: float, min_iters: int
 
 
 def time_program(program: Program, batch_size: int, target_s: float, repeats: int,
-                  seed: int) -> dict[str, Any]:
+                 seed: int) -> dict[str, Any]:
     """Compiles ``init`` and a ``fori_loop`` of ``n`` blocks (timed together), then times
     a calibrated ``n``; steps/s counts ``batch_size`` env steps per block."""
     import jax
