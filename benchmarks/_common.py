@@ -29,6 +29,22 @@ RESULTS_ROOT: Path = _ROOT / "benchmarks" / "results"
 REPO_ROOT: Path = _ROOT
 
 
+def parse_point(point: str) -> tuple[str, int, int]:
+    """``ENV_ID:NUM_ENVS[:RUNS]`` -> ``(env_id, num_envs, runs)`` (runs default 1); a
+    malformed point raises ``ValueError`` naming it."""
+    env_id, *counts = point.split(":")
+    try:
+        if not env_id or len(counts) not in (1, 2):
+            raise ValueError
+        num_envs, runs = int(counts[0]), int(counts[1]) if len(counts) == 2 else 1
+        if num_envs < 1 or runs < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"point {point!r}: expected ENV_ID:NUM_ENVS[:RUNS] with positive "
+                         "counts, e.g. CartPole-v1:4 or CartPole-v1:4:32") from None
+    return env_id, num_envs, runs
+
+
 def results_dir(name: str | None = None) -> Path:
     """``benchmarks/results/<machine>/`` (created). ``name`` overrides the machine name."""
     path = RESULTS_ROOT / (name or machine_name())
@@ -68,6 +84,7 @@ __all__ = [
     "machine_info",
     "machine_name",
     "median",
+    "parse_point",
     "peak_rss_mb",
     "ratio",
     "results_dir",

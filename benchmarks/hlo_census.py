@@ -34,7 +34,7 @@ from collections import Counter
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks._common import argv_string, machine_info, results_dir, save_json
+from benchmarks._common import argv_string, machine_info, parse_point, results_dir, save_json
 
 DEFAULT_POINTS = ("CartPole-v1:4", "CartPole-v1:4:64")
 COUNTS = ("thunks", "fusions", "dots", "copies", "concatenates", "gathers", "scatters",
@@ -127,10 +127,9 @@ def measure(point: str) -> dict[str, Any]:
     from ppox.defaults import resolve
 
     ppox.use_unrolled_threefry_on_cpu()  # as ppox train does
-    env_id, num_envs, *rest = point.split(":")
-    runs = int(rest[0]) if rest else 1
+    env_id, num_envs, runs = parse_point(point)
     cfg, hp = resolve(env_id)
-    cfg = cfg.replace(num_envs=int(num_envs), total_timesteps=int(num_envs) * cfg.num_steps * 4)
+    cfg = cfg.replace(num_envs=num_envs, total_timesteps=num_envs * cfg.num_steps * 4)
     hpa = hp.as_arrays()
     init, chunk = trainer.make_init(cfg), trainer.make_train_chunk(cfg, 4)
     if runs == 1:
@@ -143,7 +142,7 @@ def measure(point: str) -> dict[str, Any]:
         lowered = jax.jit(many).lower(state, hpa, jnp.int32(4))
     hlo = lowered.compile().as_text()
     found = loops(hlo)
-    return {"point": point, "env": env_id, "num_envs": int(num_envs), "runs": runs,
+    return {"point": point, "env": env_id, "num_envs": num_envs, "runs": runs,
             "minibatch_rows": cfg.num_envs * cfg.num_steps // cfg.num_minibatches,
             "loops": found, **{x["role"]: x for x in found if x["role"]}}
 

@@ -33,20 +33,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks._common import argv_string, machine_info, median, results_dir, save_json
+from benchmarks._common import (
+    argv_string,
+    machine_info,
+    median,
+    parse_point,
+    results_dir,
+    save_json,
+)
+from benchmarks.harness.workers import run_json_process, worker_env, worker_platform
 
 DEFAULT_POINTS = ("CartPole-v1:4", "CartPole-v1:4:32")
 
 
-def parse_point(point: str) -> tuple[str, int, int]:
-    """``ENV_ID:NUM_ENVS[:RUNS]`` -> ``(env_id, num_envs, runs)``."""
-    env_id, num_envs, *rest = point.split(":")
-    return env_id, int(num_envs), int(rest[0]) if rest else 1
+def refuse(message: str) -> NoReturn:
+    """One ``error:`` line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def sgd_floor_program(cfg: Any, hp: Any, runs: int) -> Any:
@@ -85,7 +92,8 @@ def worker(point: str, target_s: float, repeats: int) -> dict[str, Any]:
     """Measures one point in this process (pinned to one core first)."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    import ppox
+    env_id, num_envs, runs = parse_point(point)
+    worker_platform(env_id)  # what ppox train sets up for this env, before JAX starts
     from ppox.defaults import resolve
     from ppox.diagnostics import (
         flops_for_config,
@@ -95,8 +103,6 @@ def worker(point: str, target_s: float, repeats: int) -> dict[str, Any]:
         time_program,
     )
 
-    ppox.use_unrolled_threefry_on_cpu()  # as ppox train does
-    env_id, num_envs, runs = parse_point(point)
     cfg, hp = resolve(env_id)
     cfg = cfg.replace(num_envs=num_envs)
     steps = cfg.update_epochs * cfg.num_minibatches
@@ -107,6 +113,7 @@ def worker(point: str, target_s: float, repeats: int) -> dict[str, Any]:
     rollout = measure_rollout_only(cfg, hp, target_s=target_s, repeats=repeats, runs=runs)
     rollout_s = cfg.batch_size * runs / median(rollout["sps"])
     trainer = measure_trainer(cfg, hp, target_s=target_s, repeats=repeats, runs=runs)
+    trainer_sps = median(trainer["sps"])
     ceiling = cfg.batch_size * runs / (steps * sgd_s + rollout_s)
     flops = flops_for_config(cfg)
     peak = matmul_peak()
@@ -115,9 +122,9 @@ def worker(point: str, target_s: float, repeats: int) -> dict[str, Any]:
         "minibatch_rows": rows, "sgd_steps_per_update": steps,
         "sgd_floor_step_s": sgd_s, "rollout_per_update_s": rollout_s,
         "floor_update_s": steps * sgd_s + rollout_s,
-        "ceiling_sps": ceiling, "trainer_sps": median(trainer["sps"]),
-        "trainer_update_s": cfg.batch_size * runs / median(trainer["sps"]),
-        "trainer_over_ceiling": median(trainer["sps"]) / ceiling,
+        "ceiling_sps": ceiling, "trainer_sps": trainer_sps,
+        "trainer_update_s": cfg.batch_size * runs / trainer_sps,
+        "trainer_over_ceiling": trainer_sps / ceiling,
         "useful_flops_per_step": flops.useful_per_step,
         "ceiling_gflops": ceiling * flops.useful_per_step / 1e9,
         "matmul_peak_gflops_one_core": peak["peak_gflops"],
@@ -127,11 +134,15 @@ def worker(point: str, target_s: float, repeats: int) -> dict[str, Any]:
 
 
 def run_point(point: str, target_s: float, repeats: int) -> dict[str, Any]:
-    """One point in a fresh process; its result is the last line it prints."""
+    """One point in a fresh process (the harness's ``run_json_process``); a failed worker
+    ends the benchmark with its error and the tail of its stderr."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", point,
            "--target-s", str(target_s), "--repeats", str(repeats)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_json_process(cmd, env=worker_env())
+    if "error" in res:
+        sys.stderr.write(res.get("stderr_tail", ""))
+        raise SystemExit(f"error: point {point}: the worker failed: {res['error']}")
+    return res
 
 
 def parse_peers(items: list[str]) -> dict[str, float]:
@@ -141,8 +152,7 @@ def parse_peers(items: list[str]) -> dict[str, float]:
         try:
             peers[name] = float(sps)
         except ValueError:
-            raise SystemExit(f"error: --peer {item!r}: expected NAME=STEPS_PER_S, e.g. "
-                             "--peer rejax=127087") from None
+            refuse(f"--peer {item!r}: expected NAME=STEPS_PER_S, e.g. --peer rejax=127087")
     return peers
 
 
@@ -183,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker, args.target_s, args.repeats)))
         return 0
     peers = parse_peers(args.peer)
+    for point in args.points:  # every point checked before the first one is measured
+        try:
+            parse_point(point)
+        except ValueError as err:
+            refuse(str(err))
     results = []
     for point in args.points:
         results.append(run_point(point, args.target_s, args.repeats))

@@ -13,14 +13,34 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import update_floor  # noqa: E402
+from benchmarks._common import parse_point  # noqa: E402
 
 
 def test_points_and_peers_parse():
-    assert update_floor.parse_point("CartPole-v1:4") == ("CartPole-v1", 4, 1)
-    assert update_floor.parse_point("brax/ant:256:8") == ("brax/ant", 256, 8)
+    assert parse_point("CartPole-v1:4") == ("CartPole-v1", 4, 1)
+    assert parse_point("brax/ant:256:8") == ("brax/ant", 256, 8)
+    for bad in ("CartPole-v1", "CartPole-v1:four", "CartPole-v1:4:0", ":4", "a:1:2:3"):
+        with pytest.raises(ValueError, match=f"point {bad!r}: expected ENV_ID:NUM_ENVS"):
+            parse_point(bad)
     assert update_floor.parse_peers(["rejax=127087"]) == {"rejax": 127087.0}
-    with pytest.raises(SystemExit, match="error: --peer 'rejax': expected NAME=STEPS_PER_S"):
-        update_floor.parse_peers(["rejax"])
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--peer", "rejax"],
+     "error: --peer 'rejax': expected NAME=STEPS_PER_S, e.g. --peer rejax=127087"),
+    (["--points", "CartPole-v1:4", "CartPole-v1"],
+     "error: point 'CartPole-v1': expected ENV_ID:NUM_ENVS[:RUNS] with positive counts, "
+     "e.g. CartPole-v1:4 or CartPole-v1:4:32"),
+])
+def test_bad_input_is_one_error_line_before_anything_is_measured(argv, line, capsys,
+                                                                 monkeypatch):
+    measured = []
+    monkeypatch.setattr(update_floor, "run_point", lambda *a: measured.append(a))
+    with pytest.raises(SystemExit) as exit_info:
+        update_floor.main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == line
+    assert measured == []
 
 
 def test_floor_step_moves_every_run_own_parameters():
