@@ -36,10 +36,18 @@ def median(xs: Sequence[float | None]) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
+_SEEN_RSS_MB = 0.0  # the largest RSS this process has read from /proc/self/statm
+
+
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (``ru_maxrss``)."""
+    """This process's peak resident set size so far, in MiB: ``ru_maxrss``, and never less
+    than an RSS read now or before (the kernel's high-water mark and its RSS counters are
+    kept lazily and can disagree by a few hundred KiB, so ``ru_maxrss`` alone can read below
+    an RSS read moments earlier)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    peak = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    _statm_rss_mb()  # raises _SEEN_RSS_MB to the RSS now
+    return max(peak, _SEEN_RSS_MB)
 
 
 def _device_memory(jax: Any) -> dict[str, int] | None:
@@ -52,14 +60,24 @@ def _device_memory(jax: Any) -> dict[str, int] | None:
     return {k: int(v) for k, v in stats.items() if k in keep} or None
 
 
-def current_rss_mb() -> float:
-    """This process's resident set size now, in MiB (``/proc/self/statm``; else peak)."""
+def _statm_rss_mb() -> float | None:
+    """The RSS now from ``/proc/self/statm`` in MiB (None where there is none); every read
+    raises the floor of :func:`peak_rss_mb`."""
+    global _SEEN_RSS_MB
     try:
         with open("/proc/self/statm") as f:
             pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return peak_rss_mb()
+    except (OSError, ValueError, IndexError):
+        return None
+    mb = pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    _SEEN_RSS_MB = max(_SEEN_RSS_MB, mb)
+    return mb
+
+
+def current_rss_mb() -> float:
+    """This process's resident set size now, in MiB (``/proc/self/statm``; else peak)."""
+    now = _statm_rss_mb()
+    return peak_rss_mb() if now is None else now
 
 
 def fmt_num(x: Any, digits: int = 0) -> str:

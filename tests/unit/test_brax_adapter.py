@@ -106,6 +106,8 @@ def test_batched_step_resets_only_when_needed_with_the_same_values(env_id):
     assert dones.any(axis=1).any() and not dones.any(axis=1).all()  # both branches taken
     for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+    if env_id != "brax/inverted_pendulum":
+        return  # the outer-vmap check is of the adapter, not the env: once, on the cheap env
     # and under an outer vmap (seeds) the cond stays a cond, on any env of any run being done
     outer = jax.vmap(lambda _: _batched_trajectories(env, lambda k, s, a: step_envs(env, k, s, a)))
     for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(outer(jnp.arange(2))), strict=True):
