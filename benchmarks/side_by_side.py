@@ -53,8 +53,9 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -106,8 +107,15 @@ class Args:
     train_runs (what `ppox train` runs: chunks, host metrics)"""
     ppox_xla_flags: str = ""
     """extra XLA flags for the ppox processes only (e.g. to measure a flag's effect)"""
+    ppox_env: tuple[str, ...] = ()
+    """KEY=VALUE environment variables for the ppox processes only (e.g.
+    PPOX_ROLLED_THREEFRY=1 or PPOX_ENV_XLA_FLAGS=0)"""
+    ppox_set: tuple[str, ...] = ()
+    """KEY=VALUE config settings over the suite's config for the ppox processes only (e.g.
+    auto_reset=first_state); a value is read as TOML, else as a string"""
     also_ppox_flags: bool = False
-    """run ppox twice: as it comes, and with --ppox-xla-flags (as "ppox+flags")"""
+    """run ppox twice: as it comes, and with --ppox-xla-flags, --ppox-env and --ppox-set
+    (as "ppox+flags")"""
     ppox_dp: bool | None = None
     """also run ppox with its one run split across every CPU core (``--data-parallel``,
     one XLA device per core), as "ppox-dp" (default: on for cartpole on a multi-core host,
@@ -120,6 +128,10 @@ class Args:
     """also run ppox-split with ``grad_clip="per_network"`` (each network's gradient norm
     clipped on its own, as with separate actor and critic optimizers; no collective per
     SGD step), as "ppox-split-pn" """
+    ppox_compile_split: bool = False
+    """also compile ppox's init and its training program apart, after the timed runs (in
+    the round lines and the JSON as compile_split_s): Brax's runner counts only its
+    training program's compile, its reset compiling apart"""
     machine: str | None = None
     """results folder name (default: this machine's name)"""
 
@@ -141,28 +153,72 @@ def _round_to(steps: int, unit: int) -> int:
     return max(unit, unit * round(steps / unit))
 
 
-def ppox_jobs(args: Args, cfg: object, hp: object, repeats: int,
+def ppox_env_vars(pairs: Sequence[str]) -> dict[str, str]:
+    """``--ppox-env`` values (``KEY=VALUE``) as a dict; a malformed one is a usage error."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum():
+            print(f"error: --ppox-env {pair!r}: expected KEY=VALUE, e.g. "
+                  "PPOX_ROLLED_THREEFRY=1", file=sys.stderr)
+            raise SystemExit(2)
+        out[key] = value
+    return out
+
+
+def ppox_settings(cfg: Any, pairs: Sequence[str]) -> Any:
+    """``cfg`` with the ``--ppox-set`` settings (``KEY=VALUE``, the value read as TOML, else
+    as a string); a malformed or invalid one is a usage error."""
+    import tomllib
+
+    from ppox.config import ConfigError, config_from_dict, config_to_dict
+
+    data = config_to_dict(cfg)
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            print(f"error: --ppox-set {pair!r}: expected KEY=VALUE, e.g. "
+                  "auto_reset=first_state", file=sys.stderr)
+            raise SystemExit(2)
+        try:
+            data[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            data[key] = text
+    try:
+        new = config_from_dict(data)
+        new.validate()
+    except ConfigError as err:
+        print(f"error: --ppox-set: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return new
+
+
+def ppox_jobs(args: Args, cfg: Any, hp: Any, repeats: int,
               eval_episodes: int = 0) -> list[Job]:
-    """ppox as it comes (with ``--ppox-xla-flags`` if given), or both with
-    ``--also-ppox-flags``."""
-    if args.also_ppox_flags and args.ppox_xla_flags:
-        jobs = [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes),
-                ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes,
-                         name="ppox+flags", xla_flags=args.ppox_xla_flags)]
+    """ppox as it comes (with ``--ppox-xla-flags``, ``--ppox-env`` and ``--ppox-set`` if
+    given), or both with ``--also-ppox-flags``; the multi-device variants asked for."""
+    env_vars, set_cfg = ppox_env_vars(args.ppox_env), ppox_settings(cfg, args.ppox_set)
+
+    def job(c: Any, name: str = "ppox", api: str = args.api, **kw: Any) -> Job:
+        return ppox_job(c, hp, repeats=repeats, api=api, eval_episodes=eval_episodes,
+                        compile_split=args.ppox_compile_split, name=name, **kw)
+
+    if args.also_ppox_flags and (args.ppox_xla_flags or env_vars or args.ppox_set):
+        jobs = [job(cfg), job(set_cfg, "ppox+flags", xla_flags=args.ppox_xla_flags,
+                              env_vars=env_vars)]
     else:
-        jobs = [ppox_job(cfg, hp, repeats=repeats, api=args.api, eval_episodes=eval_episodes,
-                         xla_flags=args.ppox_xla_flags)]
+        jobs = [job(set_cfg, xla_flags=args.ppox_xla_flags, env_vars=env_vars)]
+        cfg = set_cfg
+    if args.ppox_set:
+        jobs[-1].note = "; ".join(filter(None, [jobs[-1].note, *args.ppox_set]))
     multi_core_cartpole = args.suite == "cartpole" and (os.cpu_count() or 1) > 1
     for flag, api, name in ((args.ppox_dp, "data_parallel", "ppox-dp"),
                             (args.ppox_split, "split_networks", "ppox-split")):
         if flag if flag is not None else multi_core_cartpole:
-            jobs.append(ppox_job(cfg, hp, repeats=repeats, api=api,
-                                 eval_episodes=eval_episodes, name=name,
-                                 xla_flags=args.ppox_xla_flags))
+            jobs.append(job(cfg, name, api, xla_flags=args.ppox_xla_flags))
     if args.ppox_split_per_network:
-        jobs.append(ppox_job(cfg.replace(grad_clip="per_network"), hp, repeats=repeats,
-                             api="split_networks", eval_episodes=eval_episodes,
-                             name="ppox-split-pn", xla_flags=args.ppox_xla_flags))
+        jobs.append(job(cfg.replace(grad_clip="per_network"), "ppox-split-pn",
+                        "split_networks", xla_flags=args.ppox_xla_flags))
     return jobs
 
 

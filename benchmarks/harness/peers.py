@@ -135,21 +135,28 @@ def _ppox_notes(cfg: Any, api: str) -> list[str]:
 
 
 def ppox_job(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0, api: str = "fused",
-             eval_episodes: int = 0, name: str = "ppox", xla_flags: str = "") -> Job:
+             eval_episodes: int = 0, name: str = "ppox", xla_flags: str = "",
+             env_vars: Mapping[str, str] | None = None, compile_split: bool = False) -> Job:
     """The ppox side of a comparison (a fresh ``benchmarks/worker.py train`` process).
 
-    ``xla_flags`` are appended to ``XLA_FLAGS`` of the ppox processes only (to measure a
-    flag's effect on ppox while the peers run as they come).
+    ``xla_flags`` are appended to ``XLA_FLAGS`` and ``env_vars`` set in the environment of
+    the ppox processes only (to measure a flag's or a setting's effect on ppox, e.g.
+    ``PPOX_ROLLED_THREEFRY=1``, while the peers run as they come). ``compile_split``: the
+    worker also compiles the init and the training program apart
+    (``workers.compile_split``), after its timed runs.
     """
 
     def cmd(r: int) -> list[str]:
         return train_command(cfg, hp, repeats=repeats, seed=seed + r * repeats, api=api,
-                             eval_episodes=eval_episodes)
+                             eval_episodes=eval_episodes, compile_split=compile_split)
 
     env, notes = worker_env(), _ppox_notes(cfg, api)
     if xla_flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
         notes.append(f"XLA_FLAGS += {xla_flags}")
+    for key, value in (env_vars or {}).items():
+        env[key] = value
+        notes.append(f"{key}={value}")
     return Job(name, cmd(0), env=env, cmd_for_round=cmd, note="; ".join(notes))
 
 
@@ -172,7 +179,10 @@ def peer_job(peer: str, cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0,
 def _round_line(r: int, rounds: int, name: str, res: Mapping[str, Any]) -> str:
     if "error" in res:
         return f"  round {r + 1}/{rounds} {name}: FAILED ({res['error']})"
-    return (f"  round {r + 1}/{rounds} {name}: compile {res['compile_s']:.1f} s, "
+    split = res.get("compile_split_s")
+    parts = (f" (apart: init {split['init_s']:.1f} s, training program {split['train_s']:.1f} s)"
+             if split else "")
+    return (f"  round {r + 1}/{rounds} {name}: compile {res['compile_s']:.1f} s{parts}, "
             f"{median(res['sps']):,.0f} steps/s, return "
             f"{res.get('final_return', float('nan')):.1f} ({res['process_wall_s']:.0f} s in all)")
 

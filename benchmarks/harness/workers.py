@@ -135,14 +135,16 @@ def matmul_peak_in_process(device_count: int | None = None, n: int = 2048,
 
 
 def train_command(cfg: Any, hp: Any, *, repeats: int = 1, seed: int = 0,
-                  api: str = "fused", eval_episodes: int = 0) -> list[str]:
+                  api: str = "fused", eval_episodes: int = 0,
+                  compile_split: bool = False) -> list[str]:
     """The command of a fresh ppox process that trains ``(cfg, hp)`` like a peer runner."""
     from ppox.config import config_to_dict
 
     return worker_command("train", {
         "config": config_to_dict(cfg), "hparams": {k: float(v) for k, v in
                                                    hp.to_dict().items()},
-        "repeats": repeats, "seed": seed, "api": api, "eval_episodes": eval_episodes})
+        "repeats": repeats, "seed": seed, "api": api, "eval_episodes": eval_episodes,
+        **({"compile_split": True} if compile_split else {})})
 
 
 def _train_fused(cfg: Any, hp: Any, seeds: Sequence[int]) -> dict[str, Any]:
@@ -167,6 +169,27 @@ def _train_fused(cfg: Any, hp: Any, seeds: Sequence[int]) -> dict[str, Any]:
         out["returns"].append(float(final_return(host, min_episodes=cfg.num_envs)))
         out["states"].append(state)
     return out
+
+
+def compile_split(cfg: Any, hp: Any, seed: int = 0) -> dict[str, float]:
+    """Seconds to trace, lower and compile ``make_init`` and, apart from it, the training
+    program without the init (``make_train_chunk`` over every update: collection and
+    update, what Brax's runner counts as its compile, its reset being compiled apart).
+    Run after the timed fused compile, so the env's cached traces are warm here."""
+    import jax
+    import jax.numpy as jnp
+
+    from ppox.trainer import make_init, make_train_chunk
+
+    hp_arr, key = hp.as_arrays(), jax.random.PRNGKey(seed)
+    init = make_init(cfg)
+    t0 = time.perf_counter()
+    jax.jit(init).lower(key, hp_arr).compile()
+    init_s = time.perf_counter() - t0
+    state, n = jax.eval_shape(init, key, hp_arr), cfg.num_updates
+    t0 = time.perf_counter()
+    jax.jit(make_train_chunk(cfg, n)).lower(state, hp_arr, jnp.int32(n)).compile()
+    return {"init_s": init_s, "train_s": time.perf_counter() - t0}
 
 
 def _train_with_train_runs(cfg: Any, hp: Any, seeds: Sequence[int],
@@ -252,7 +275,7 @@ def train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     devices, the worker exposing one XLA CPU device per core, the training one chunk).
     ``final_return``: mean episodic return of the last 5% of the updates (at least
     ``num_envs`` episodes), mean over repeats. ``eval_episodes > 0`` adds a deterministic
-    evaluation, untimed.
+    evaluation, untimed. ``compile_split`` adds ``compile_split_s`` (:func:`compile_split`).
     """
     from ppox.config import HParams, config_from_dict
     from ppox.trainer import build
@@ -273,6 +296,8 @@ def train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown api {api!r}: fused, train_runs, data_parallel or "
                          "split_networks")
     out = {**_train_fields(cfg, hp, spec, runs), "setup_s": setup_s}
+    if spec.get("compile_split"):
+        out["compile_split_s"] = compile_split(cfg, hp, seed)
     if eval_episodes > 0:
         out.update(_evaluate(cfg, runs["states"], eval_episodes))
     return out

@@ -8,8 +8,8 @@ separate the environment's speed (brax and XLA versions) from the trainer's:
     XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_fusion_emitters=false" \\
         python benchmarks/peers/brax_env_only.py halfcheetah 256
 
-halfcheetah uses the spring backend (as ppox and the side-by-side benchmark do), other
-tasks brax's default backend. One compile, then 5 timed calls of 32 steps of every env;
+Every task uses the spring backend by default (as ppox and the side-by-side benchmark do;
+``--backend`` picks another). One compile, then 5 timed calls of 32 steps of every env;
 prints one JSON line (compile time, best and median steps/s, versions, XLA_FLAGS).
 """
 
@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("num_envs", nargs="?", type=int, default=256)
     p.add_argument("--steps", type=int, default=32, help="env steps per timed call")
     p.add_argument("--calls", type=int, default=5, help="timed calls")
+    p.add_argument("--backend", default="spring", help="brax physics backend (default spring)")
     args = p.parse_args()
 
     import brax
@@ -34,8 +35,7 @@ def main() -> None:
     from brax import envs
     from jax import lax
 
-    kw = {"backend": "spring"} if args.env == "halfcheetah" else {}
-    env = envs.get_environment(args.env, **kw)
+    env = envs.get_environment(args.env, backend=args.backend)
     n = args.num_envs
 
     def run(state, key):
@@ -56,7 +56,8 @@ def main() -> None:
         state = jax.block_until_ready(step(state, jax.random.PRNGKey(r + 2)))
         times.append(time.perf_counter() - t0)
     sps = sorted(n * args.steps / t for t in times)
-    print(json.dumps({"env": args.env, "num_envs": n, "jax": jax.__version__,
+    print(json.dumps({"env": args.env, "num_envs": n, "backend": args.backend,
+                      "jax": jax.__version__,
                       "brax": getattr(brax, "__version__", "?"),
                       "xla_flags": os.environ.get("XLA_FLAGS", ""),
                       "compile_s": round(compile_s, 2), "sps_best": round(sps[-1]),

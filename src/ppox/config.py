@@ -67,6 +67,7 @@ Activation = Literal["tanh", "relu", "elu", "silu", "gelu"]
 PolicyKind = Literal["auto", "categorical", "gaussian", "tanh_gaussian"]
 Backend = Literal["spring", "positional", "generalized", "mjx"]
 GradClip = Literal["global", "per_network"]
+AutoReset = Literal["fresh", "first_state"]
 AlgoName = Literal["ppo", "ppo_kl", "trpo"]  # one module each in ppox.algo
 
 
@@ -127,6 +128,12 @@ class PPOConfig:
         "steps; brax envs only)"))
     action_repeat: int = option(1, positive=True, brax_only=True,
                                 help="physics steps per agent step (brax envs only)")
+    auto_reset: AutoReset = option("fresh", what="an auto-reset mode", help=(
+        "brax and playground envs: what a finished episode restarts from. fresh: a new "
+        "initial state drawn from the step key (the reset runs inside the training "
+        "program); first_state: the env's own first state of the run, as Brax's and "
+        "Playground's training wrappers do (num_envs distinct starts, no reset in the "
+        "training program: a shorter compile and faster steps)"))
     env_config: str = option("", help=(
         "playground envs only: the env's own config overridden, comma-separated key=value "
         "pairs (e.g. impl=jax,episode_length=500; dotted keys reach nested fields); impl "
@@ -175,6 +182,10 @@ class PPOConfig:
         if self.env_config and not self.env_id.startswith("playground/"):
             raise ConfigError(f"env_config={self.env_config!r} applies to playground envs only "
                               f"and {self.env_id} is not one; drop --env-config")
+        if self.auto_reset != "fresh" and not (
+                self.is_brax or self.env_id.startswith("playground/")):
+            raise ConfigError(f"auto_reset={self.auto_reset!r} applies to brax and playground "
+                              f"envs only and {self.env_id} is not one; drop --auto-reset")
         if self.batch_size % self.num_minibatches != 0:
             raise ConfigError(
                 f"num_minibatches={self.num_minibatches} does not divide the batch "

@@ -80,14 +80,18 @@ class Setup:
 
 
 def env_options(cfg: PPOConfig) -> dict[str, Any]:
-    """The settings an env adapter takes: the brax-only fields for brax envs, the env's own
-    config overrides for playground envs, else none."""
+    """The settings an env adapter takes: the brax-only fields and ``auto_reset`` for brax
+    envs, the env's own config overrides and ``auto_reset`` for playground envs, else
+    none."""
+    # auto_reset only when not the adapters' default: make_env caches per options given,
+    # and a plain make_env(env_id) must find the env a default config built
+    reset = {"auto_reset": cfg.auto_reset} if cfg.auto_reset != "fresh" else {}
     if cfg.env_id.startswith("playground/"):
-        return {"env_config": cfg.env_config}
+        return {"env_config": cfg.env_config, **reset}
     if not cfg.is_brax:
         return {}
-    return {name: getattr(cfg, name) for name, spec in field_specs(PPOConfig).items()
-            if spec.brax_only}
+    return {**reset, **{name: getattr(cfg, name) for name, spec in
+                        field_specs(PPOConfig).items() if spec.brax_only}}
 
 
 def env_for(cfg: PPOConfig) -> EpisodeStats:

@@ -125,3 +125,42 @@ def test_any_in_every_batch_reduces_over_the_mapped_axes():
     nested = jax.vmap(jax.vmap(any_in_every_batch))(flags[:, :, None])
     assert nested.tolist() == [[True, True], [True, True]]
     assert jax.vmap(any_in_every_batch)(flags[:1]).tolist() == [False]
+
+
+def test_first_state_auto_reset_restarts_each_env_from_its_own_first_state():
+    # auto_reset="first_state" (as brax's AutoResetWrapper does): a done env restarts from
+    # the state reset() drew for it, with the same flags and pre-reset final_obs as "fresh"
+    # (which draws a new start); step_batch (a select here, no cond) = vmap(step)
+    from ppox.envs.core import step_envs
+
+    fresh = make_env("brax/inverted_pendulum", episode_length=8)
+    first = make_env("brax/inverted_pendulum", episode_length=8, auto_reset="first_state")
+    first_obs, _ = jax.vmap(first.reset)(jax.random.split(jax.random.PRNGKey(0), 6))
+    _, want = _batched_trajectories(fresh, lambda k, s, a: step_envs(fresh, k, s, a))
+    _, got = _batched_trajectories(first, lambda k, s, a: step_envs(first, k, s, a))
+    _, got_vmap = _batched_trajectories(first, jax.vmap(first.step))
+    for g, v in zip(jax.tree.leaves(got), jax.tree.leaves(got_vmap), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(v), rtol=1e-5, atol=1e-5)
+    dones = np.asarray(want.terminated | want.truncated)
+    for i in range(6):
+        t0 = int(np.argmax(dones[:, i]))  # the first episode of env i ends at step t0
+        assert dones[t0, i]
+        for name in ("terminated", "truncated", "final_obs", "reward"):
+            np.testing.assert_allclose(np.asarray(getattr(got, name))[: t0 + 1, i],
+                                       np.asarray(getattr(want, name))[: t0 + 1, i],
+                                       rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(got.obs)[t0, i], np.asarray(first_obs)[i],
+                                   atol=1e-6)  # back to its own first state ...
+        assert not np.allclose(np.asarray(want.obs)[t0, i], np.asarray(first_obs)[i])
+        # ... with a new time limit: the next episode runs its full 8 steps (or falls)
+        nxt = dones[t0 + 1:, i]
+        assert not nxt[:7].any() or bool(np.asarray(got.terminated)[t0 + 1:, i].any())
+
+
+def test_auto_reset_is_refused_off_brax_and_playground():
+    from ppox.config import PPOConfig
+
+    with pytest.raises(ConfigError, match="auto_reset='first_state' applies to brax and "
+                                          "playground envs only"):
+        PPOConfig(env_id="CartPole-v1", auto_reset="first_state").validate()
+    PPOConfig(env_id="brax/inverted_pendulum", auto_reset="first_state").validate()

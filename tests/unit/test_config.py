@@ -268,3 +268,21 @@ def test_an_algorithms_own_setting_is_refused_under_another(monkeypatch):
         config.check_applicable(cfg, HParams(gamma=jnp.array([0.99, 0.9])))
     with pytest.raises(ConfigError, match=r"^gamma=0\.99 is read by algo trpo only"):
         config.check_applicable(cfg, HParams(), given={"gamma"})
+
+
+def test_a_run_file_from_before_auto_reset_reads_as_fresh(tmp_path):
+    # runs written before the option existed restarted episodes from fresh draws: resuming
+    # one as it was is no difference, asking for first_state is
+    import tomli_w
+
+    from ppox.host.configfile import run_file_differences
+
+    cfg = PPOConfig(env_id="brax/inverted_pendulum")
+    old = run_file_dict(cfg, HParams(), seed=0)
+    del old["config"]["auto_reset"]
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(old))
+    assert run_file_differences(path, run_file_dict(cfg, HParams(), seed=0)) == []
+    other = run_file_dict(cfg.replace(auto_reset="first_state"), HParams(), seed=0)
+    assert run_file_differences(path, other) == ["auto_reset: 'first_state' here, 'fresh' in "
+                                                 "the run"]

@@ -163,3 +163,24 @@ def test_ppox_envs_lists_and_describes_them(capsys):
     row = capsys.readouterr().out.splitlines()[1].split()
     assert row[:6] == ["playground/CartpoleSwingup", "(5,)", "Box(1,)", "in", "[-1,", "1]"]
     assert row[6] == "1000"
+
+
+def test_first_state_auto_reset_restarts_from_the_first_state(own):
+    # auto_reset="first_state": the same steps up to the limit, then the env's own first
+    # state again (not a new draw); the kept first state is checkpointable too
+    env = make_playground(ENV_ID, "episode_length=6", auto_reset="first_state")
+    actions = _actions(7, 1)
+    steps, last_state = _adapter_steps(env, actions)
+    fresh, _ = _adapter_steps(own[0], actions)
+    obs0, _ = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    for ts, want in zip(steps[:6], fresh[:6], strict=True):
+        np.testing.assert_allclose(np.asarray(ts.final_obs), np.asarray(want.final_obs),
+                                   rtol=1e-6)
+        assert (bool(ts.terminated), bool(ts.truncated)) == (bool(want.terminated),
+                                                              bool(want.truncated))
+    assert bool(steps[5].truncated)
+    np.testing.assert_array_equal(np.asarray(steps[5].obs), np.asarray(obs0))
+    assert not np.allclose(np.asarray(fresh[5].obs), np.asarray(obs0))
+    leaves = jax.tree.leaves(last_state)
+    assert leaves and all(np.size(x) > 0 for x in leaves)
+    assert int(last_state.steps) == 1  # the 7th step is the new episode's first

@@ -92,8 +92,9 @@ def make_env(env_id: str, **options: object) -> EpisodeStats:
     """The environment ``env_id`` with in-jit episode statistics (cached per id and options).
 
     ``options`` are the adapter's own (brax: ``backend``, ``episode_length``,
-    ``action_repeat``; playground: ``env_config``, ``key=value`` pairs over the env's own
-    config; gymnax: none); ``ppox.trainer.env_for(cfg)`` picks them from a config.
+    ``action_repeat``, ``auto_reset``; playground: ``env_config``, ``key=value`` pairs over
+    the env's own config, and ``auto_reset``; gymnax: none); ``ppox.trainer.env_for(cfg)``
+    picks them from a config.
     """
     check_env_id(env_id)
     return _make(env_id, tuple(sorted(options.items())))

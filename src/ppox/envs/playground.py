@@ -173,8 +173,9 @@ class CompactStates:
         return nxt.replace(data=_empty_to_none(nxt.data))
 
 
-def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
-    """Builds ``playground/<Name>`` with its config overridden by ``env_config`` pairs."""
+def make_playground(env_id: str, env_config: str = "", auto_reset: str = "fresh") -> BraxEnv:
+    """Builds ``playground/<Name>`` with its config overridden by ``env_config`` pairs and
+    the auto-reset mode ``auto_reset`` (``ppox.envs.brax.BraxEnv``)."""
     if env_id.removeprefix(PLAYGROUND_PREFIX) not in DM_CONTROL_SUITE:
         raise ConfigError(not_offered(env_id))
     config = env_config_for(env_id, parse_env_config(env_config))
@@ -198,7 +199,7 @@ def make_playground(env_id: str, env_config: str = "") -> BraxEnv:
     )
     return BraxEnv(spec=spec, env=CompactStates.wrap(env, base_reset),
                    episode_length=episode_length,
-                   action_repeat=action_repeat)
+                   action_repeat=action_repeat, auto_reset=auto_reset)
 
 
 def _episode_data(states: Any, length: int) -> list[Any]:

@@ -239,6 +239,7 @@ def _comparable(data: dict[str, Any]) -> dict[str, Any]:
     written either way compares), the env options in sorted order."""
     data = _env_table("", data)
     data.setdefault("config", {}).setdefault("env_config", "")  # a file from before it
+    data["config"].setdefault("auto_reset", "fresh")  # what runs from before it did
     data.setdefault("hparams", {})
     if data["config"]["env_config"]:
         data["config"]["env_config"] = ",".join(sorted(
