@@ -20,6 +20,7 @@ import dataclasses
 import math
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -408,10 +409,21 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
     else:
         hp = shard_batch(broadcast_hparams(HParams(), num_runs), num_runs, devices)
         keys = shard_batch(run_keys(list(range(num_runs))), num_runs, devices)
-    init_c = init_fn.lower(keys, hp).compile()
-    state = init_c(keys, hp)  # a real state: the chunk is lowered for its shardings
-    chunk_c = chunk_fn.lower(state, hp, _steps(chunk_size, devices)).compile()
-    return init_c, chunk_c
+    init_low = init_fn.lower(keys, hp)
+    if layout.spans_devices or device_count_for(num_runs, devices) > 1:
+        init_c = init_low.compile()
+        state = init_c(keys, hp)  # a real state: the chunk is lowered for its shardings
+        return init_c, chunk_fn.lower(state, hp, _steps(chunk_size, devices)).compile()
+    # On one device the chunk needs only the state's shapes and dtypes (weak types too:
+    # eval_shape keeps them, so the chunk's HLO is the one a real state gives), so XLA
+    # compiles the init in a thread (it releases the GIL) while the chunk is traced, lowered
+    # and compiled here (README, "Compile time against Brax's trainer"): a shorter start,
+    # most for a costly reset.
+    state_shape = jax.eval_shape(init_fn, keys, hp)
+    with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
+        init_future = pool.submit(init_low.compile)
+        chunk_c = chunk_fn.lower(state_shape, hp, _steps(chunk_size, devices)).compile()
+        return init_future.result(), chunk_c
 
 
 # An update whose parameter step is larger than this has blown up even when every number
