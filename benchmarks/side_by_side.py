@@ -153,17 +153,18 @@ def _round_to(steps: int, unit: int) -> int:
     return max(unit, unit * round(steps / unit))
 
 
+def _key_value(flag: str, pair: str, example: str) -> tuple[str, str]:
+    """``KEY=VALUE`` split at the first ``=``; anything else is one ``error:`` line, exit 2."""
+    key, sep, value = pair.partition("=")
+    if not sep or not key or not key.replace("_", "").isalnum():
+        print(f"error: {flag} {pair!r}: expected KEY=VALUE, e.g. {example}", file=sys.stderr)
+        raise SystemExit(2)
+    return key, value
+
+
 def ppox_env_vars(pairs: Sequence[str]) -> dict[str, str]:
     """``--ppox-env`` values (``KEY=VALUE``) as a dict; a malformed one is a usage error."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not key.replace("_", "").isalnum():
-            print(f"error: --ppox-env {pair!r}: expected KEY=VALUE, e.g. "
-                  "PPOX_ROLLED_THREEFRY=1", file=sys.stderr)
-            raise SystemExit(2)
-        out[key] = value
-    return out
+    return dict(_key_value("--ppox-env", p, "PPOX_ROLLED_THREEFRY=1") for p in pairs)
 
 
 def ppox_settings(cfg: Any, pairs: Sequence[str]) -> Any:
@@ -175,11 +176,7 @@ def ppox_settings(cfg: Any, pairs: Sequence[str]) -> Any:
 
     data = config_to_dict(cfg)
     for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            print(f"error: --ppox-set {pair!r}: expected KEY=VALUE, e.g. "
-                  "auto_reset=first_state", file=sys.stderr)
-            raise SystemExit(2)
+        key, text = _key_value("--ppox-set", pair, "auto_reset=first_state")
         try:
             data[key] = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
