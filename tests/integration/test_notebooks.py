@@ -32,7 +32,13 @@ EXPECTED = {
     "sweep.ipynb": [r"one compile: True", r"best beats worst: True",
                     r"the sweep: [\d.]+ s \((?P<speedup>[\d.]+)x\)"],
     "robotics.ipynb": [r"final return: -?[\d.]+", r"eval return: (?P<eval_return>-?[\d.]+)"],
-    "throughput.ipynb": [r"trainer steps/s rises with envs: True", r"matmul peak: [\d.]+"],
+    # timings are printed, not asserted (speed is shown by benchmarks/, not by timed tests):
+    # every env count got a positive figure for each part
+    "throughput.ipynb": [r"matmul peak: (?P<peak>[\d.]+) GFLOP/s",
+                         r"\s4 envs: trainer +(?P<sps_4>[\d,]+) +rollout +(?P<roll_4>[\d,]+) +env",
+                         r"\s64 envs: trainer +(?P<sps_64>[\d,]+) +rollout"
+                         r" +(?P<roll_64>[\d,]+) +env",
+                         r"trainer steps/s at 64 envs against 4: [\d.]+x"],
     "algorithms.ipynb": [r"ppo +final return", r"ppo_kl +final return", r"trpo +final return",
                          r"every algorithm beats a random policy: True"],
 }
@@ -43,6 +49,7 @@ CHECKS = {
     "speedup": lambda v: v > 1.0,
     # the inverted pendulum with 300k steps balances well past a random policy's ~5
     "eval_return": lambda v: v > 50,
+    **{name: (lambda v: v > 0) for name in ("peak", "sps_4", "roll_4", "sps_64", "roll_64")},
 }
 
 
@@ -70,4 +77,4 @@ def test_notebook_runs(path, tmp_path):
         match = re.search(pattern, text)
         assert match, (pattern, text[-2000:])
         for name, value in match.groupdict().items():
-            assert CHECKS[name](float(value)), (name, value)
+            assert CHECKS[name](float(value.replace(",", ""))), (name, value)
