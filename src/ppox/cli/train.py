@@ -94,6 +94,7 @@ def _train(args: Any, cfg: Any, hp: Any, writer: bool) -> int:
     build(cfg)  # env + policy checks (e.g. a discrete-only option on a continuous env)
     from ppox.host import interrupts
     from ppox.host.interrupts import EXIT_INTERRUPTED, RunInterrupted
+    from ppox.host.prefetch import TRAIN_TAIL_MODULES
     from ppox.host.run import summary_lines, train_runs
     from ppox.host.rundir import resume_command
 
@@ -118,6 +119,7 @@ def _train(args: Any, cfg: Any, hp: Any, writer: bool) -> int:
                             data_parallel=args.data_parallel,
                             split_networks=args.split_networks, overwrite=args.overwrite,
                             checkpoint_every_s=args.checkpoint_every_s,
+                            prefetch=TRAIN_TAIL_MODULES if writer else (),
                             on_start=partial(_announce, args, cfg, run_dir) if writer else None)
     except RunInterrupted as stop:
         again = (f"; resume with: {resume_command(run_dir, _resume_flags(args))}"

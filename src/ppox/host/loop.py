@@ -27,6 +27,7 @@ from ppox.host import interrupts
 from ppox.host.checkpoint import nonfinite_leaves
 from ppox.host.loggers import Logger, close_all, write_all
 from ppox.host.metrics import episode_means
+from ppox.host.prefetch import prefetch_imports
 from ppox.host.results import RunResult, make_result, summary
 from ppox.host.rundir import RunDir
 from ppox.parallel import distributed
@@ -92,6 +93,10 @@ class ChunkLoop:
         with compiling() if callable(compiling) else nullcontext(), mending_compile_cache():
             init_c, chunk_c = self.b.programs()
         compile_s = time.perf_counter() - t0
+        # what the end of the run imports (orbax for a run dir's checkpoints, the caller's
+        # TrainOptions.prefetch), imported while the first chunks run (ppox.host.prefetch)
+        prefetch_imports((*(("orbax.checkpoint",) if self.rd is not None else ()),
+                          *self.opts.prefetch))
         self.compile_note = compile_cache_note(cache_before)
         state = self._in_flight = init_c(self.b.keys, self.b.hp_batch)
         if self.rd is not None:

@@ -121,6 +121,9 @@ class TrainOptions:
         evaluator: evaluation between chunks (``ppox.host.periodic_eval.PeriodicEval``):
             after a chunk at which ``evaluator.due(updates)``, ``evaluate(state, updates)``
             (before the next chunk takes the state); logged as ``eval_return``, reported.
+        prefetch: modules the caller imports after training (``ppox train``: its learning
+            curve's ``ppox.host.plots``), imported in a thread once the programs are
+            compiled, as a run directory's ``orbax.checkpoint`` is (``ppox.host.prefetch``).
     """
 
     run_dir: str | Path | None = None
@@ -140,6 +143,7 @@ class TrainOptions:
     notify: Notify = _stderr_notify
     on_start: Callable[[dict[str, Any]], None] | None = None
     evaluator: Any = None
+    prefetch: Sequence[str] = ()
 
     def validate(self) -> None:
         for name in ("progress_chunks", "chunk_size"):
