@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,30 +37,13 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._common import REPO_ROOT, argv_string, machine_info, results_dir, save_json
+from benchmarks.harness.peers import extract_purejaxrl
 from ppox.diagnostics import median
 
 PEER_PYTHON = REPO_ROOT / ".venvs" / "peer-rejax" / "bin" / "python"
 RUNNER = REPO_ROOT / "benchmarks" / "peers" / "run_purejaxrl.py"
 _COMPILE = re.compile(r"compile ([0-9.]+) s(?: \(([^)]*)\))?, run ([0-9.]+) s")
 _RETURN = re.compile(r"final return: ([-0-9.]+)")
-
-
-def extract_purejaxrl(source: Path, commit: str, dest: Path) -> str:
-    """Copies PureJaxRL's ``ppo.py`` and ``wrappers.py`` into ``dest``; returns what was read
-    (a work tree's path, or the commit of a git directory)."""
-    tree = source / "purejaxrl"
-    if (tree / "ppo.py").is_file():
-        for name in ("ppo.py", "wrappers.py"):
-            shutil.copy(tree / name, dest / name)
-        return str(tree)
-    git = ["git", "--git-dir", str(source)]
-    resolved = subprocess.run([*git, "rev-parse", commit], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    for name in ("ppo.py", "wrappers.py"):
-        text = subprocess.run([*git, "show", f"{resolved}:purejaxrl/{name}"],
-                              capture_output=True, text=True, check=True).stdout
-        (dest / name).write_text(text)
-    return f"{source} at {resolved}"
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:

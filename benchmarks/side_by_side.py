@@ -16,7 +16,9 @@ Suites:
     On a multi-core host ppox also runs as ``ppox-dp``: the same single run split across
     one XLA CPU device per core (``ppox train --data-parallel``), since one XLA CPU
     process runs these small ops on one core; its ratios to each peer are printed under
-    the table. The peers' single runs cannot use a second core. It also runs as
+    the table. The peers' single runs cannot use a second core. ``--peers ... purejaxrl
+    --purejaxrl CLONE`` adds PureJaxRL's own ``ppo.py`` (in the rejax venv; same jax), timed
+    the same way (compile apart, then the runs). It also runs as
     ``ppox-split`` (``ppox train --split-networks``): one run on two devices, the actor's
     and the critic's SGD steps at the same time, the arithmetic of one device
     (``--ppox-split-per-network`` adds ``ppox-split-pn``: the same with each network's
@@ -42,6 +44,7 @@ Suites:
     python benchmarks/side_by_side.py --suite brax --quick     # ~5 min
     python benchmarks/side_by_side.py --suite brax             # ~20 min
     python benchmarks/side_by_side.py --suite playground --rounds 1   # ~10 min
+    python benchmarks/side_by_side.py --peers rejax purejaxrl --purejaxrl CLONE --num-envs 4 1024
 
 Writes ``benchmarks/results/<machine>/side_by_side_<suite>.json`` (every process's JSON,
 the exact commands, ``machine_info()``) and ``side_by_side_<suite>.png``.
@@ -49,9 +52,12 @@ the exact commands, ``machine_info()``) and ``side_by_side_<suite>.png``.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +72,7 @@ from benchmarks._common import argv_string, machine_info, results_dir, save_json
 from benchmarks.harness.peers import (
     Job,
     cartpole_comparison_config,
+    extract_purejaxrl,
     peer_job,
     ppox_job,
     run_side_by_side,
@@ -132,6 +139,10 @@ class Args:
     """also compile ppox's init and its training program apart, after the timed runs (in
     the round lines and the JSON as compile_split_s): Brax's runner counts only its
     training program's compile, its reset compiling apart"""
+    purejaxrl: Path | None = None
+    """cartpole suite, ``--peers ... purejaxrl``: a local clone of
+    github.com/luchris429/purejaxrl (work tree or bare git directory, its HEAD); its
+    ``ppo.py`` runs in the rejax venv (``benchmarks/peers/run_purejaxrl.py --timed``)"""
     machine: str | None = None
     """results folder name (default: this machine's name)"""
 
@@ -234,9 +245,25 @@ def cartpole_jobs(args: Args, num_envs: int) -> tuple[str, list[Job]]:
                                  "steps/s compared, its return is at this smaller budget)"))
         elif peer == "rejax":
             jobs.append(peer_job("rejax", cfg, hp, repeats=repeats))
+        elif peer == "purejaxrl":
+            jobs.append(purejaxrl_job(args, cfg, hp, repeats))
         else:
-            raise SystemExit(f"peer {peer!r} is not a CartPole peer (rejax, sb3)")
+            raise SystemExit(f"peer {peer!r} is not a CartPole peer (rejax, sb3, purejaxrl)")
     return f"CartPole-v1 {num_envs} envs, {steps:,d} steps", jobs
+
+
+def purejaxrl_job(args: Args, cfg: Any, hp: Any, repeats: int) -> Job:
+    """PureJaxRL's own ``ppo.py``, read from ``--purejaxrl`` into a folder of this process's
+    (kept until it exits), timed apart from its compile; skipped, saying why, without it."""
+    if args.purejaxrl is None:
+        return Job("purejaxrl", None, skipped="no --purejaxrl CLONE given (PureJaxRL is not "
+                   "on PyPI; clone github.com/luchris429/purejaxrl)")
+    folder = Path(tempfile.mkdtemp(prefix="ppox-purejaxrl-"))
+    atexit.register(shutil.rmtree, folder, True)
+    source = extract_purejaxrl(args.purejaxrl, "HEAD", folder)
+    return peer_job("purejaxrl", cfg, hp, repeats=repeats,
+                    extra=["--timed", "--script-dir", str(folder)],
+                    note=f"purejaxrl/ppo.py from {source}, in the rejax venv")
 
 
 def brax_jobs(args: Args, task: str, num_envs: int) -> tuple[str, list[Job]]:

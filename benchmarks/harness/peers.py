@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.machine import ratio
@@ -20,19 +23,41 @@ from ppox.diagnostics import median
 
 #: Each peer's runner script under ``benchmarks/peers/`` (its venv: ``.venvs/peer-<name>``).
 PEER_RUNNERS = {"rejax": "run_rejax.py", "brax": "run_brax_ppo.py", "sb3": "run_sb3.py",
-                "playground": "run_playground_ppo.py"}
+                "playground": "run_playground_ppo.py", "purejaxrl": "run_purejaxrl.py"}
+#: Peers that run in another peer's venv: PureJaxRL (not on PyPI) in rejax's, which has the
+#: gymnax API its script is written for and the same jax as ppox.
+PEER_VENVS = {"purejaxrl": "rejax"}
 
 
 def peer_command(peer: str) -> tuple[list[str] | None, str | None]:
     """``([python, runner], None)`` for a peer, or ``(None, why it is skipped)``."""
     runner = REPO_ROOT / "benchmarks" / "peers" / PEER_RUNNERS[peer]
-    python = REPO_ROOT / ".venvs" / f"peer-{peer}" / "bin" / "python"
+    venv = PEER_VENVS.get(peer, peer)
+    python = REPO_ROOT / ".venvs" / f"peer-{venv}" / "bin" / "python"
     if not runner.is_file():
         return None, f"{runner} is missing"
     if not python.exists():
         return None, (f"no venv at {python.parent.parent}; build it with "
-                      f"`benchmarks/peers/build_venv.sh {peer}`")
+                      f"`benchmarks/peers/build_venv.sh {venv}`")
     return [str(python), str(runner)], None
+
+
+def extract_purejaxrl(source: Path, commit: str, dest: Path) -> str:
+    """Copies PureJaxRL's ``ppo.py`` and ``wrappers.py`` into ``dest``; returns what was read
+    (a work tree's path, or the commit of a git directory)."""
+    tree = source / "purejaxrl"
+    if (tree / "ppo.py").is_file():
+        for name in ("ppo.py", "wrappers.py"):
+            shutil.copy(tree / name, dest / name)
+        return str(tree)
+    git = ["git", "--git-dir", str(source)]
+    resolved = subprocess.run([*git, "rev-parse", commit], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    for name in ("ppo.py", "wrappers.py"):
+        text = subprocess.run([*git, "show", f"{resolved}:purejaxrl/{name}"],
+                              capture_output=True, text=True, check=True).stdout
+        (dest / name).write_text(text)
+    return f"{source} at {resolved}"
 
 
 def _hidden_flag(widths: Sequence[int]) -> str:

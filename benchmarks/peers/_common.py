@@ -8,10 +8,8 @@ This module must only use the standard library: it is imported by all three venv
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import sys
 from typing import Any
 
@@ -88,6 +86,9 @@ def add_common_args(
 
 
 def versions(*dists: str) -> dict[str, str]:
+    import importlib.metadata  # here, not at the top: ~70 ms that an end-to-end time would count
+    import platform
+
     out = {"python": platform.python_version()}
     for name in dists:
         try:
@@ -98,6 +99,8 @@ def versions(*dists: str) -> dict[str, str]:
 
 
 def host_info() -> dict[str, Any]:
+    import platform
+
     return {
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),

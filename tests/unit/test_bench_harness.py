@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -186,3 +187,66 @@ def test_quick_run_end_to_end_minimal(tmp_path, capsys):
     assert data["machine"]["jax"]
     assert (tmp_path / "bench_scaling.png").stat().st_size > 0
     assert (tmp_path / "bench_roofline.png").stat().st_size > 0
+
+
+# A stand-in for PureJaxRL's ppo.py with its interface: make_train(config) writes
+# NUM_UPDATES into the config and returns train(rng) -> {"metrics": [U, T, E] arrays}.
+FAKE_PPO = '''
+import jax.numpy as jnp
+
+def make_train(config):
+    config["NUM_UPDATES"] = int(config["TOTAL_TIMESTEPS"] // config["NUM_STEPS"]
+                                // config["NUM_ENVS"])
+    shape = (config["NUM_UPDATES"], config["NUM_STEPS"], config["NUM_ENVS"])
+
+    def train(rng):
+        done = jnp.zeros(shape, bool).at[-1, -1, 0].set(True)
+        returns = jnp.full(shape, 7.0).at[-1, -1, 0].set(42.0)
+        return {"metrics": {"returned_episode": done, "returned_episode_returns": returns}}
+
+    return train
+'''
+
+
+def test_purejaxrl_runs_in_the_rejax_venv_and_is_skipped_without_a_clone(tmp_path,
+                                                                         monkeypatch):
+    cmd, why = peers.peer_command("purejaxrl")
+    if cmd is None:
+        assert "peer-rejax" in why and "build_venv.sh rejax" in why
+    else:
+        assert cmd[0].endswith("peer-rejax/bin/python") and cmd[1].endswith("run_purejaxrl.py")
+    sbs = runpy.run_path(str(ROOT / "benchmarks" / "side_by_side.py"), run_name="sbs")
+    cfg, hp = peers.cartpole_comparison_config(4, 1024)
+    job = sbs["purejaxrl_job"](sbs["Args"](), cfg, hp, 2)
+    assert job.cmd is None and "--purejaxrl" in job.skipped
+    clone = tmp_path / "clone" / "purejaxrl"
+    clone.mkdir(parents=True)
+    for name in ("ppo.py", "wrappers.py"):
+        (clone / name).write_text(FAKE_PPO if name == "ppo.py" else "")
+    monkeypatch.setattr(peers, "peer_command", lambda peer: (["py", f"run_{peer}.py"], None))
+    job = sbs["purejaxrl_job"](sbs["Args"](purejaxrl=tmp_path / "clone"), cfg, hp, 2)
+    assert job.cmd[:2] == ["py", "run_purejaxrl.py"] and "--timed" in job.cmd
+    folder = Path(job.cmd[job.cmd.index("--script-dir") + 1])
+    assert (folder / "ppo.py").read_text() == FAKE_PPO  # read from the clone
+    flags = dict(zip(job.cmd[2::2], job.cmd[3::2], strict=False))
+    assert flags["--num-envs"] == "4" and flags["--total-timesteps"] == "1024"
+
+
+def test_purejaxrl_runner_times_the_compile_apart(tmp_path):
+    (tmp_path / "ppo.py").write_text(FAKE_PPO)
+    runner = ROOT / "benchmarks" / "peers" / "run_purejaxrl.py"
+    proc = subprocess.run(
+        [sys.executable, str(runner), "--script-dir", str(tmp_path), "--timed",
+         "--num-envs", "2", "--num-steps", "8", "--total-timesteps", "70", "--repeats", "2"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["peer"] == "purejaxrl" and out["compile_s"] > 0
+    assert out["config"]["total_timesteps"] == 64  # 4 updates of 2 x 8: what was trained
+    assert len(out["run_s"]) == len(out["sps"]) == 2
+    assert out["sps"] == pytest.approx([64 / t for t in out["run_s"]])
+    assert out["final_return"] == 42.0 and out["final_return_per_repeat"] == [42.0, 42.0]
+    refused = subprocess.run([sys.executable, str(runner), "--script-dir", str(tmp_path),
+                              "--timed", "--hidden", "32"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode != 0 and "two layers of 64" in refused.stderr
