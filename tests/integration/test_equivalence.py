@@ -238,3 +238,39 @@ def test_split_networks_needs_two_devices_and_one_seed():
         train_runs(SMALL, [hp, hp], [0, 1], split_networks=True)
     with pytest.raises(ConfigError, match="cannot be combined"):
         train_runs(SMALL, [hp], [0], split_networks=True, data_parallel=True)
+
+
+LOWERING_SCRIPT = textwrap.dedent("""
+    import json
+    import jax
+    from ppox import HParams, PPOConfig
+    from ppox.host.run import TrainOptions, _Batch, _steps, program_inputs
+    cfg = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 8, update_epochs=2,
+                    num_minibatches=2)
+    out = {}
+    for name, runs, opts in (("seeds", 2, TrainOptions()),
+                             ("data_parallel", 1, TrainOptions(data_parallel=True)),
+                             ("split_networks", 1, TrainOptions(split_networks=True))):
+        b = _Batch.build(cfg, [HParams()] * runs, list(range(runs)), opts)
+        init_fn, chunk_fn, keys, hp, shapes = program_inputs(cfg, b.chunk_size, runs,
+                                                             b.layout, b.mesh)
+        state = init_fn(keys, hp)  # a real state, placed by the init
+        steps = _steps(b.chunk_size, b.mesh)
+        real = chunk_fn.lower(state, hp, steps).as_text()
+        out[name] = {"same_hlo": chunk_fn.lower(shapes, hp, steps).as_text() == real,
+                     "shardings": sorted({str(x.sharding.spec) for x in jax.tree.leaves(state)}),
+                     "devices": len(b.mesh)}
+    print(json.dumps(out))
+""")
+
+
+def test_the_chunk_lowered_from_the_init_shapes_is_the_real_states_on_two_devices():
+    # compiled_programs lowers the chunk from program_inputs' shape structs while the init
+    # compiles in a thread: the HLO (and so the compilation-cache key) must be the one a
+    # real, placed state gives, on every layout that spans the two devices
+    out = _run_script(2, LOWERING_SCRIPT)
+    assert set(out) == {"seeds", "data_parallel", "split_networks"}
+    for name, got in out.items():
+        assert got["same_hlo"], name
+        assert got["shardings"] == (["P('runs',)"] if name == "seeds"
+                                    else ["P('data',)"]), (name, got)

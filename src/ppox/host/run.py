@@ -47,8 +47,10 @@ from ppox.host.results import (
 from ppox.host.rundir import RunDir
 from ppox.parallel import (
     Layout,
+    batch_sharding,
     batched_jit,
     data_parallel_jit,
+    device_axis_sharding,
     device_count_for,
     distributed,
     gather,
@@ -398,32 +400,44 @@ def _program_fns(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: Layout,
                         batch=num_runs, donate_argnums=(0,), devices=devices))
 
 
+def program_inputs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: Layout,
+                   devices: tuple[Any, ...]) -> tuple[Any, Any, Any, Any, Any]:
+    """``(init_fn, chunk_fn, keys, hp, state_shape)``: the two jitted programs, placeholder
+    inputs placed as a run's are, and the init's output as ``jax.ShapeDtypeStruct`` leaves.
+    The chunk needs only the state's shapes, dtypes (weak types too: ``eval_shape`` keeps
+    them) and shardings (known for every output: the batch or device axis split across the
+    devices), so lowering it from ``state_shape`` gives the HLO a real state gives."""
+    init_fn, chunk_fn = _program_fns(cfg, chunk_size, num_runs, layout, devices)
+    if layout.spans_devices:
+        n = layout.num_devices
+        hp = replicate(HParams().as_arrays(), devices)
+        keys = shard_devices(run_keys([0] * n), n, devices)
+        sharding = device_axis_sharding(n, devices)
+    else:
+        hp = shard_batch(broadcast_hparams(HParams(), num_runs), num_runs, devices)
+        keys = shard_batch(run_keys(list(range(num_runs))), num_runs, devices)
+        sharding = batch_sharding(num_runs, devices)
+    state_shape = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, weak_type=s.weak_type,
+                                       sharding=sharding),
+        jax.eval_shape(init_fn, keys, hp))
+    return init_fn, chunk_fn, keys, hp, state_shape
+
+
 @lru_cache(maxsize=4)
 def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: Layout,
                       devices: tuple[Any, ...]) -> tuple[Any, Any]:
     """The compiled init and training-chunk programs for ``num_runs`` runs of ``cfg`` under
     ``layout``, compiled once and reused by every later call with the same static settings
     -- e.g. each equal batch of a sweep. ``devices`` (``mesh_devices()``: the local ones, or
-    every process's) is part of the key: the programs are placed on them."""
-    init_fn, chunk_fn = _program_fns(cfg, chunk_size, num_runs, layout, devices)
-    if layout.spans_devices:
-        n = layout.num_devices
-        hp = replicate(HParams().as_arrays(), devices)
-        keys = shard_devices(run_keys([0] * n), n, devices)
-    else:
-        hp = shard_batch(broadcast_hparams(HParams(), num_runs), num_runs, devices)
-        keys = shard_batch(run_keys(list(range(num_runs))), num_runs, devices)
+    every process's) is part of the key: the programs are placed on them.
+
+    XLA compiles the init in a thread (it releases the GIL) while the chunk is traced,
+    lowered from the init's output shapes (``program_inputs``) and compiled here (README,
+    "Compile time against Brax's trainer"): a shorter start, most for a costly reset."""
+    init_fn, chunk_fn, keys, hp, state_shape = program_inputs(cfg, chunk_size, num_runs,
+                                                              layout, devices)
     init_low = init_fn.lower(keys, hp)
-    if layout.spans_devices or device_count_for(num_runs, devices) > 1:
-        init_c = init_low.compile()
-        state = init_c(keys, hp)  # a real state: the chunk is lowered for its shardings
-        return init_c, chunk_fn.lower(state, hp, _steps(chunk_size, devices)).compile()
-    # On one device the chunk needs only the state's shapes and dtypes (weak types too:
-    # eval_shape keeps them, so the chunk's HLO is the one a real state gives), so XLA
-    # compiles the init in a thread (it releases the GIL) while the chunk is traced, lowered
-    # and compiled here (README, "Compile time against Brax's trainer"): a shorter start,
-    # most for a costly reset.
-    state_shape = jax.eval_shape(init_fn, keys, hp)
     with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
         init_future = pool.submit(init_low.compile)
         chunk_c = chunk_fn.lower(state_shape, hp, _steps(chunk_size, devices)).compile()

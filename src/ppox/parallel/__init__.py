@@ -97,13 +97,27 @@ def _place_global(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(leaf, tree)
 
 
+def batch_sharding(batch: int, devices: Sequence[jax.Device] | None = None
+                   ) -> NamedSharding | None:
+    """Where ``batched_jit``'s inputs and outputs with the batch axis live: split along it
+    across ``device_count_for(batch, devices)`` devices (None: one device, no sharding)."""
+    n_dev = device_count_for(batch, devices)
+    return None if n_dev == 1 else NamedSharding(_mesh(devices, n_dev, AXIS), P(AXIS))
+
+
+def device_axis_sharding(num_shards: int, devices: Sequence[jax.Device] | None = None
+                         ) -> NamedSharding:
+    """Where ``data_parallel_jit``'s first argument and outputs live: one slice of the
+    leading device axis per device."""
+    return NamedSharding(_mesh(devices, num_shards, DATA_AXIS), P(DATA_AXIS))
+
+
 def shard_batch(tree: Any, batch: int, devices: Sequence[jax.Device] | None = None) -> Any:
     """Places a batched pytree (leading axis ``batch``) across the devices it will run on.
     Across processes every process passes the whole batch and keeps only its own rows."""
-    n_dev = device_count_for(batch, devices)
-    if n_dev == 1:
+    sharding = batch_sharding(batch, devices)
+    if sharding is None:
         return tree
-    sharding = NamedSharding(_mesh(devices, n_dev, AXIS), P(AXIS))
     if spans_processes(devices):
         return _place_global(tree, sharding)
     return jax.device_put(tree, sharding)
@@ -173,7 +187,7 @@ def shard_devices(tree: Any, num_shards: int,
     """Places a pytree with a leading device axis ``[num_shards, ...]`` one slice per device
     (of ``devices``, default the local ones; across processes each process passes the whole
     tree and keeps its own devices' slices)."""
-    sharding = NamedSharding(_mesh(devices, num_shards, DATA_AXIS), P(DATA_AXIS))
+    sharding = device_axis_sharding(num_shards, devices)
     if spans_processes(devices):
         _check_divides(num_shards, devices[:num_shards], "device slices")
         return _place_global(tree, sharding)
@@ -223,8 +237,10 @@ __all__ = [
     "DATA_AXIS",
     "SINGLE",
     "Layout",
+    "batch_sharding",
     "batched_jit",
     "data_parallel_jit",
+    "device_axis_sharding",
     "device_count_for",
     "gather",
     "local_view",
