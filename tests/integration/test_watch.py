@@ -171,6 +171,14 @@ def test_periodic_eval_logs_at_the_right_updates_and_keeps_the_best(cartpole_run
     for i in (0, 1):  # the best dir is a run dir: ppox eval / load_policy read it
         best = evaluate_run(tmp_path / "best", episodes=4, seed=0, run_index=i)
         np.testing.assert_allclose(best.returns.mean(), pe.best[i], rtol=1e-5)
+    # compiled ahead in a thread (as the training loop starts it on one device): the same
+    # program, the same returns
+    ahead = PeriodicEval(parts[0].cfg, 2, every=3, episodes=4, seed=0)
+    s = state((1, 0))
+    ahead.start_compile(SimpleNamespace(params=jax.eval_shape(lambda: s.params),
+                                        obs_stats=jax.eval_shape(lambda: s.obs_stats)))
+    np.testing.assert_allclose(ahead.evaluate(s, 6), evals[6], rtol=1e-6)
+    assert ahead._compiled.done() and ahead._compiled.exception() is None
 
 
 def test_train_logs_evals_and_keeps_the_best_then_plot_and_video(tmp_path, capsys):

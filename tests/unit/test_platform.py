@@ -40,3 +40,23 @@ def test_nothing_once_backends_run_or_off_cpu(fresh_backend):
     fresh_backend.setattr(xla_bridge, "backends_are_initialized", lambda: False)
     fresh_backend.setenv("JAX_PLATFORMS", "cuda")
     assert _platform.apply_env_cpu_xla_flags("brax/halfcheetah") == ()
+
+
+def test_cache_events_of_the_eval_compile_thread_are_not_counted():
+    import threading
+
+    from ppox import _platform
+
+    before = _platform.compile_cache_counts()
+
+    def events() -> None:
+        _platform._count_cache_event("/jax/compilation_cache/compile_requests_use_cache")
+        _platform._count_cache_event("/jax/compilation_cache/cache_hits")
+
+    for name in (f"{_platform.UNCOUNTED_COMPILE_THREAD}_0", "ppox-compile-init_0"):
+        thread = threading.Thread(target=events, name=name)
+        thread.start()
+        thread.join()
+    # only the init thread's request and hit count (the eval thread's are left out)
+    after = _platform.compile_cache_counts()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)

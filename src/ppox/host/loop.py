@@ -89,6 +89,9 @@ class ChunkLoop:
     def run(self) -> RunResult:
         interrupts.test_pause("compile", self.start)
         t0, cache_before = time.perf_counter(), compile_cache_counts()
+        ev = self.opts.evaluator
+        if ev is not None and not self.b.layout.spans_devices and self.b.devices == 1:
+            ev.start_compile(self.b.state_shape())  # beside the training programs' compile
         compiling = getattr(self.opts.reporter, "compiling", None)
         with compiling() if callable(compiling) else nullcontext(), mending_compile_cache():
             init_c, chunk_c = self.b.programs()

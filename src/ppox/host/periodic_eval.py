@@ -12,6 +12,7 @@ are comparable. With ``best_dir`` the best policy of each run so far is saved th
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ppox._platform import UNCOUNTED_COMPILE_THREAD
 from ppox.config import PPOConfig
 
 BEST_DIR = "best"
@@ -48,11 +50,26 @@ class PeriodicEval:
         self.config_file = Path(config_file) if config_file is not None else None
         ev = make_evaluate(cfg, episodes, deterministic=True)
         self._evaluate = jax.jit(jax.vmap(lambda p, s: ev(self.key, p, s)[0]))
+        self._compiled: Future | None = None  # start_compile's program
         self._last = 0
         self.history: list[tuple[int, np.ndarray]] = []
         self.best = np.full(num_runs, -np.inf)
         self.best_update = np.zeros(num_runs, np.int64)
         self._best_state: Any = None
+
+    def start_compile(self, state_shape: Any) -> None:
+        """Traces and compiles the evaluation program in a thread, for a batched TrainState
+        of these shapes and dtypes on one device (``jax.eval_shape``'s leaves), so that
+        the first evaluation does not wait for its compile: the training loop starts it
+        beside the training programs' compile (XLA releases the GIL). ``evaluate`` then
+        runs it. Its cache hits are not in ``compile_cache_counts``."""
+        part = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct((self.num_runs, *s.shape[1:]), s.dtype,
+                                           weak_type=s.weak_type),
+            (state_shape.params, state_shape.obs_stats))
+        pool = ThreadPoolExecutor(1, thread_name_prefix=UNCOUNTED_COMPILE_THREAD)
+        self._compiled = pool.submit(lambda: self._evaluate.lower(*part).compile())
+        pool.shutdown(wait=False)  # the thread ends with its compile
 
     def due(self, updates_done: int) -> bool:
         """Whether an evaluation is due after ``updates_done`` updates."""
@@ -66,7 +83,8 @@ class PeriodicEval:
         in ``state`` (a batched TrainState, leading axis: the runs); keeps the best."""
         part = jax.tree.map(lambda x: x[: self.num_runs],
                             {"params": state.params, "obs_stats": state.obs_stats})
-        returns = np.asarray(self._evaluate(part["params"], part["obs_stats"]))  # [R, E]
+        run = self._compiled.result() if self._compiled is not None else self._evaluate
+        returns = np.asarray(run(part["params"], part["obs_stats"]))  # [R, E]
         means = returns.mean(axis=-1)
         self._last = updates_done
         self.history.append((updates_done, means))
