@@ -306,27 +306,51 @@ class _Loop:
                          epochs=state.epochs + ran.astype(jnp.int32)), None
 
 
-def permutations(key: jax.Array, epochs: int, num_rows: int) -> jax.Array:
+def permutations(key: jax.Array, epochs: int, num_rows: int,
+                 rounds: int | None = None) -> jax.Array:
     """``[epochs, num_rows] int32``: an independent uniform permutation of the rows per epoch.
 
-    One sort of random 32-bit keys per epoch. With ``b = ceil(log2 N)`` index bits, while
-    ``b <= 12`` the row index is packed into the low ``b`` bits of its random key and a single
-    ``uint32`` array is sorted (about 3x cheaper on CPU than a key-value sort, which is ~8% of
-    a small-batch update); ties of the ``32 - b`` random bits (p ~ N^2 / 2^(33 - b)) keep
-    index order. Larger batches sort random keys with the row indices as values (ties,
-    p ~ N^2 / 2^33, keep index order).
+    Rows are ordered by random keys. A single-array ``uint32`` sort is several times cheaper
+    on CPU than a key-value sort (at 131,072 rows ~5x), so with ``b = ceil(log2 N)`` index
+    bits the row's position goes in the low ``b`` bits of its key and ``32 - b`` random bits
+    above it. Each further round sorts the previous order again by fresh random bits, so
+    the order is by ``rounds * (32 - b)`` random bits (later rounds first) and ties keep the
+    previous order. There are enough rounds (``_packed_rounds``) that tied pairs are rare
+    (``N^2 / 2^(bits + 1) <= 8`` expected among all N rows; they only swap two rows'
+    order); past 4 rounds the random keys are sorted with the row indices as values.
+    ``rounds`` overrides that choice (0: the key-value sort).
     """
-    bits = jax.random.bits(key, (epochs, num_rows), jnp.uint32)
+    rounds = _packed_rounds(num_rows) if rounds is None else rounds
+    if rounds == 0:
+        bits = jax.random.bits(key, (epochs, num_rows), jnp.uint32)
+        rows = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.int32), (epochs, num_rows))
+        return lax.sort_key_val(bits, rows, dimension=1)[1]
     index_bits = max(1, (num_rows - 1).bit_length())
-    rows = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.uint32), (epochs, num_rows))
-    if index_bits <= _PACKED_INDEX_BITS:
-        high = jnp.uint32(~((1 << index_bits) - 1) & 0xFFFFFFFF)
-        packed = lax.sort((bits & high) | rows, dimension=1, is_stable=False)
-        return (packed & jnp.uint32((1 << index_bits) - 1)).astype(jnp.int32)
-    return lax.sort_key_val(bits, rows.astype(jnp.int32), dimension=1)[1]
+    high = jnp.uint32(~((1 << index_bits) - 1) & 0xFFFFFFFF)
+    low = jnp.uint32((1 << index_bits) - 1)
+    positions = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.uint32), (epochs, num_rows))
+    order = None
+    for round_key in jax.random.split(key, rounds) if rounds > 1 else [key]:
+        bits = jax.random.bits(round_key, (epochs, num_rows), jnp.uint32)
+        step = (lax.sort((bits & high) | positions, dimension=1, is_stable=False)
+                & low).astype(jnp.int32)
+        order = step if order is None else jnp.take_along_axis(order, step, axis=1)
+    return order
 
 
-_PACKED_INDEX_BITS = 12  # packed single-array sort while the batch has <= 4096 rows
+_MAX_PACKED_ROUNDS = 4
+_MAX_TIED_PAIRS_LOG2 = 3  # expected tied pairs N^2 / 2^(bits + 1) at most 2^3
+
+
+def _packed_rounds(num_rows: int) -> int:
+    """How many packed ``uint32`` sorts ``permutations`` takes for ``num_rows`` rows (0: a
+    key-value sort instead): the fewest whose random bits keep the expected number of tied
+    pairs within ``2^_MAX_TIED_PAIRS_LOG2``. One round up to 4,096 rows, two up to 131,072."""
+    index_bits = max(1, (num_rows - 1).bit_length())
+    per_round = 32 - index_bits
+    wanted = 2 * index_bits - 1 - _MAX_TIED_PAIRS_LOG2
+    rounds = max(1, -(-wanted // per_round)) if per_round > 0 else _MAX_PACKED_ROUNDS + 1
+    return rounds if rounds <= _MAX_PACKED_ROUNDS else 0
 
 
 def minibatches(cfg: PPOConfig, batch: Any, carry: Any,
