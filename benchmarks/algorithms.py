@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--machine", default=None, help="results folder name")
     args = parser.parse_args(argv)
 
-    from ppox._platform import use_unrolled_threefry_on_cpu
+    from ppox._platform import use_unrolled_threefry_on_cpu, use_wide_cpu_vectors
 
-    use_unrolled_threefry_on_cpu()  # as `ppox train` does
+    use_wide_cpu_vectors()  # as `ppox train` does
+    use_unrolled_threefry_on_cpu()
     rows = [train(env, algo, args.seeds) for env in args.envs for algo in args.algos]
     out = results_dir(args.machine)
     save_json(out / "algorithms.json", {"command": argv_string(), "machine": machine_info(),

@@ -58,17 +58,19 @@ def shown_command(cmd: Sequence[str]) -> str:
 def worker_platform(env_id: str, multi_device: bool = False) -> None:
     """In a worker process, before JAX starts: what ``ppox train`` sets up for ``env_id``
     (its per-env XLA CPU flags, ``ppox._platform.apply_env_cpu_xla_flags``; the unrolled
-    threefry lowering) and, for a run spread over devices, one XLA CPU device per core
-    (``ppox._platform.use_every_cpu_core``)."""
+    threefry lowering; 512-bit vectors on an AVX-512 CPU) and, for a run spread over devices,
+    one XLA CPU device per core (``ppox._platform.use_every_cpu_core``)."""
     from ppox._platform import (
         apply_env_cpu_xla_flags,
         use_every_cpu_core,
         use_unrolled_threefry_on_cpu,
+        use_wide_cpu_vectors,
     )
 
     apply_env_cpu_xla_flags(env_id)
     if multi_device:
         use_every_cpu_core()
+    use_wide_cpu_vectors()
     use_unrolled_threefry_on_cpu()
 
 

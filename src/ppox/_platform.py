@@ -10,6 +10,8 @@
   identical: it is the same function, lowered without the loop. ``PPOX_ROLLED_THREEFRY=1``
   keeps JAX's default; if JAX's internals move, this is skipped and only speed is lost.
 * Per-env XLA CPU flags (``apply_env_cpu_xla_flags``), measured per env id.
+* 512-bit vectors in XLA's own CPU kernels where the CPU has AVX-512
+  (``use_wide_cpu_vectors``).
 * One XLA CPU device per core (``use_every_cpu_core``).
 * JAX's persistent compilation cache (``enable_compile_cache``).
 """
@@ -81,6 +83,46 @@ def apply_env_cpu_xla_flags(env_id: str) -> tuple[str, ...]:
     if added:
         os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
     return added
+
+
+CPU_VECTOR_WIDTH_ENV = "PPOX_CPU_VECTOR_WIDTH"  # bits; "0" leaves XLA's choice
+
+
+def cpu_has_avx512() -> bool:
+    """Whether this (Linux) CPU reports AVX-512 (``avx512f`` in ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def use_wide_cpu_vectors() -> int:
+    """Has XLA's own CPU kernels (the fusions around the matmuls: activations, the loss,
+    Adam) use 512-bit vectors on a CPU with AVX-512, where XLA prefers 256
+    (``--xla_cpu_prefer_vector_width``); README "Platform set-up" has the measurements.
+
+    Only done when the user's ``XLA_FLAGS`` do not set the width, the CPU backend is in use
+    and JAX has not started its backends; ``PPOX_CPU_VECTOR_WIDTH=N`` chooses N bits on
+    any CPU (0 turns this off). Returns the width set (0: none).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if "xla_cpu_prefer_vector_width" in flags or (platforms and "cpu" not in platforms):
+        return 0
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return 0
+    want = os.environ.get(CPU_VECTOR_WIDTH_ENV)
+    width = int(want) if want else (512 if cpu_has_avx512() else 0)
+    if width <= 0:
+        return 0
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_prefer_vector_width={width}".strip()
+    return width
 
 
 def use_every_cpu_core() -> int:

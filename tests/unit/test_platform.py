@@ -1,4 +1,5 @@
-"""Per-environment XLA CPU flags: added only where measured, never over the user's own."""
+"""XLA CPU flags ppox sets: per environment only where measured, 512-bit vectors only on an
+AVX-512 CPU, never over the user's own."""
 
 from __future__ import annotations
 
@@ -40,6 +41,38 @@ def test_nothing_once_backends_run_or_off_cpu(fresh_backend):
     fresh_backend.setattr(xla_bridge, "backends_are_initialized", lambda: False)
     fresh_backend.setenv("JAX_PLATFORMS", "cuda")
     assert _platform.apply_env_cpu_xla_flags("brax/halfcheetah") == ()
+
+
+def test_wide_vectors_only_on_avx512_and_never_over_the_user(fresh_backend):
+    import os
+
+    fresh_backend.delenv("PPOX_CPU_VECTOR_WIDTH", raising=False)
+    fresh_backend.setattr(_platform, "cpu_has_avx512", lambda: False)
+    assert _platform.use_wide_cpu_vectors() == 0
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    fresh_backend.setattr(_platform, "cpu_has_avx512", lambda: True)
+    assert _platform.use_wide_cpu_vectors() == 512
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=2", "--xla_cpu_prefer_vector_width=512"]
+    assert _platform.use_wide_cpu_vectors() == 0  # set once
+    fresh_backend.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=128")
+    assert _platform.use_wide_cpu_vectors() == 0  # the user's own width wins
+    fresh_backend.setenv("XLA_FLAGS", "")
+    fresh_backend.setenv("PPOX_CPU_VECTOR_WIDTH", "0")
+    assert _platform.use_wide_cpu_vectors() == 0 and os.environ["XLA_FLAGS"] == ""
+    fresh_backend.setenv("PPOX_CPU_VECTOR_WIDTH", "256")
+    fresh_backend.setattr(_platform, "cpu_has_avx512", lambda: False)
+    assert _platform.use_wide_cpu_vectors() == 256
+    fresh_backend.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+    fresh_backend.setenv("XLA_FLAGS", "")
+    assert _platform.use_wide_cpu_vectors() == 0
+
+
+def test_cpu_has_avx512_reads_the_flags_line():
+    assert isinstance(_platform.cpu_has_avx512(), bool)
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split() for line in f if line.startswith("flags")), [])
+    assert _platform.cpu_has_avx512() == ("avx512f" in flags)
 
 
 def test_cache_events_of_the_eval_compile_thread_are_not_counted():

@@ -18,6 +18,7 @@ from ppox._platform import (
     enable_compile_cache,
     use_every_cpu_core,
     use_unrolled_threefry_on_cpu,
+    use_wide_cpu_vectors,
 )
 from ppox.cli.args import resolve_train_args
 from ppox.config import ConfigError
@@ -108,6 +109,7 @@ def _main(argv: list[str]) -> int:
 
     _quiet_library_logs()
     use_every_cpu_core()
+    use_wide_cpu_vectors()
     use_unrolled_threefry_on_cpu()
     if NO_COMPILE_CACHE in argv:  # a flag of every command
         argv = [a for a in argv if a != NO_COMPILE_CACHE]
