@@ -1,5 +1,6 @@
 """The PPO family's parts: the adaptive KL coefficient, TRPO's conjugate gradient, Fisher
-products and line search, the clipped objective's KL early stop, and the refusals."""
+products and line search, the clipped objective's KL early stop, the diagnostics measured in
+the SGD steps, and the refusals."""
 
 import jax
 import jax.numpy as jnp
@@ -8,11 +9,12 @@ import pytest
 
 from ppox import HParams, PPOConfig, make_train
 from ppox.algo.base import UpdateContext
-from ppox.algo.ppo import Batch, whole_batch
+from ppox.algo.ppo import Batch, objective, ppo_loss, whole_batch
 from ppox.algo.ppo_kl import BETA_MAX, BETA_MIN, adapt_beta, with_behaviour
-from ppox.algo.sgd import flat_params
+from ppox.algo.sgd import SGD, flat_params, permutations
 from ppox.algo.trpo import PolicyObjective, conjugate_gradient, line_search, policy_step
 from ppox.config import ConfigError
+from ppox.losses import normalize_advantages
 from ppox.parallel.layout import Layout
 from ppox.parallel.split import split_parts
 from ppox.trainer import build, init, update_step
@@ -191,6 +193,60 @@ def test_tiny_target_kl_runs_fewer_epochs():
     # fewer epochs, a smaller step: the first update's KL and parameter change shrink
     assert float(stop["update_norm"][0]) < float(plain["update_norm"][0])
     assert float(stop["approx_kl"][0]) < float(plain["approx_kl"][0])
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+def _reference_sgd(ctx, batch, params, opt_state, perms, tx, stop_kl=None):
+    """The SGD loop written out step by step: per epoch the shuffled rows in
+    ``num_minibatches`` slices (advantages normalized per slice), each slice's loss aux
+    taken before its step. Returns the parameters, each epoch's aux means, epochs run."""
+    m = ctx.cfg.num_minibatches
+    flat, unravel = flat_params(params)
+    epochs = []
+    for perm in np.asarray(perms):
+        rows = jax.tree.map(lambda x, p=perm: x[p], batch)
+        seen = []
+        for part in range(m):
+            mb = jax.tree.map(lambda x, i=part: jnp.split(x, m)[i], rows)
+            mb = mb.replace(advantages=normalize_advantages(mb.advantages))
+            grads, aux = jax.grad(lambda f, mb=mb: ppo_loss(ctx, unravel(f), mb, None),
+                                  has_aux=True)(flat)
+            seen.append(aux)
+            updates, opt_state = tx.update(grads, opt_state, flat)
+            flat = flat + updates
+        epochs.append({k: float(np.mean([a[k] for a in seen])) for k in seen[0]})
+        if stop_kl is not None and epochs[-1]["approx_kl"] > stop_kl:
+            break
+    return unravel(flat), epochs
+
+
+@pytest.mark.parametrize("stop_kl", [None, 1e-9])
+def test_measured_diagnostics_are_the_last_epochs_minibatches_before_each_step(stop_kl):
+    cfg = PPOConfig(num_envs=4, num_steps=8, total_timesteps=4 * 8, update_epochs=3,
+                    num_minibatches=2)
+    ctx, batch, params, _, _ = _policy_problem(cfg, seed=2)
+    batch = batch.replace(behaviour=None, returns=jax.random.normal(jax.random.PRNGKey(9),
+                                                                    (32,)))
+    sgd = SGD(ctx.setup)
+    hp = HParams(learning_rate=3e-3).as_arrays()
+    ctx = UpdateContext(ctx.setup, hp, jnp.int32(0))
+    opt_state = sgd.init(params, hp)
+    perms = permutations(jax.random.PRNGKey(4), cfg.update_epochs, 32)
+    new, _, aux, ran = jax.jit(lambda p, o: sgd.run_measured(
+        hp, objective(ctx), batch, None, p, o, perms, None, stop_kl=stop_kl))(params, opt_state)
+    want, epochs = _reference_sgd(ctx, batch, params, opt_state, perms,
+                                  sgd.optimizer(hp, params), stop_kl)
+    assert int(ran) == len(epochs) == (1 if stop_kl else 3)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert set(aux) == set(epochs[-1]) == {"loss", "pg_loss", "v_loss", "entropy",
+                                           "approx_kl", "clip_frac"}
+    for k, v in epochs[-1].items():
+        assert float(aux[k]) == pytest.approx(v, rel=1e-4, abs=1e-6), k
+    if stop_kl is None:  # the last epoch's, not the first's: the policy has moved by then
+        assert epochs[0]["approx_kl"] < epochs[-1]["approx_kl"]
 
 
 # ----------------------------------------------------------------------------- refusals

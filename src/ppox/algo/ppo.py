@@ -2,9 +2,10 @@
 
 One update: GAE over the rollout, then ``update_epochs`` x ``num_minibatches`` SGD steps of
 ``pg + vf_coef * vf - ent_coef * entropy`` (``ppox.algo.sgd``). The algorithm state is the
-optimizer state. Diagnostics are computed once per update on the whole batch with the new
-parameters (advantages normalized over the batch): the loss parts, ``approx_kl`` and
-``clip_frac`` of the new policy against the behaviour policy, ``update_norm``,
+optimizer state. The diagnostics come from the SGD steps' own forward passes, as in
+CleanRL, Stable-Baselines3 and Brax (no pass of their own over the batch): the loss parts,
+``approx_kl`` and ``clip_frac`` against the behaviour policy, averaged over the last epoch's
+minibatches (every row once), each taken before its minibatch's step; then ``update_norm``,
 ``explained_variance`` and the learning rate.
 """
 
@@ -88,40 +89,48 @@ def value_term(ctx: UpdateContext, params: Params, mb: Batch) -> jax.Array:
     return value_loss(value, mb.value, mb.returns, ctx.hp.vf_clip_eps, ctx.cfg.clip_value_loss)
 
 
+def actor_terms(ctx: UpdateContext, params: Params, mb: Batch,
+                key: jax.Array | None) -> tuple[jax.Array, Metrics]:
+    """The actor's part of the loss, ``pg - ent_coef * entropy``, and its diagnostics."""
+    _, log_prob, entropy = policy_terms(ctx, params, mb, key)
+    pg_loss, (approx_kl, clip_frac) = ppo_clip_loss(log_prob, mb.log_prob, mb.advantages,
+                                                    ctx.hp.clip_eps)
+    return pg_loss - ctx.hp.ent_coef * entropy, {
+        "pg_loss": pg_loss, "entropy": entropy, "approx_kl": approx_kl, "clip_frac": clip_frac}
+
+
+def critic_terms(ctx: UpdateContext, params: Params, mb: Batch) -> tuple[jax.Array, Metrics]:
+    """The critic's part of the loss, ``vf_coef * vf``, and the value loss."""
+    v_loss = value_term(ctx, params, mb)
+    return ctx.hp.vf_coef * v_loss, {"v_loss": v_loss}
+
+
+def with_total(ctx: UpdateContext, parts: Metrics) -> Metrics:
+    """The loss parts and ``loss = pg + vf_coef * vf - ent_coef * entropy``."""
+    hp = ctx.hp
+    total = parts["pg_loss"] + hp.vf_coef * parts["v_loss"] - hp.ent_coef * parts["entropy"]
+    return {"loss": total, **parts}
+
+
 def ppo_loss(ctx: UpdateContext, params: Params, mb: Batch,
              key: jax.Array | None) -> tuple[jax.Array, Metrics]:
     """Total loss ``pg + vf_coef * vf - ent_coef * entropy`` on one minibatch.
 
     ``mb.advantages`` are used as given (normalized before). The auxiliary dict holds the
-    loss parts and the PPO diagnostics; inside the SGD step only the gradient is used, so
-    XLA drops the diagnostics there.
+    loss parts and the PPO diagnostics (``approx_kl``, ``clip_frac``).
     """
-    hp = ctx.hp
-    _, log_prob, entropy = policy_terms(ctx, params, mb, key)
-    pg_loss, (approx_kl, clip_frac) = ppo_clip_loss(log_prob, mb.log_prob, mb.advantages,
-                                                    hp.clip_eps)
-    v_loss = value_term(ctx, params, mb)
-    total = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
-    return total, {"loss": total, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy,
-                   "approx_kl": approx_kl, "clip_frac": clip_frac}
+    actor, actor_aux = actor_terms(ctx, params, mb, key)
+    critic, critic_aux = critic_terms(ctx, params, mb)
+    return actor + critic, {"loss": actor + critic, **actor_aux, **critic_aux}
 
 
 def objective(ctx: UpdateContext) -> Objective:
     """The clipped objective, with its actor and critic parts for network splitting."""
-    hp = ctx.hp
-
-    def actor_with_kl(p: Params, mb: Batch, key: jax.Array | None) -> tuple[jax.Array, Any]:
-        _, log_prob, entropy = policy_terms(ctx, p, mb, key)
-        pg_loss, (approx_kl, _) = ppo_clip_loss(log_prob, mb.log_prob, mb.advantages,
-                                                hp.clip_eps)
-        return pg_loss - hp.ent_coef * entropy, approx_kl
-
-    def critic(p: Params, mb: Batch) -> jax.Array:
-        return hp.vf_coef * value_term(ctx, p, mb)
-
     return Objective(loss=lambda p, mb, key: ppo_loss(ctx, p, mb, key),
-                     actor=lambda p, mb, key: actor_with_kl(p, mb, key)[0], critic=critic,
-                     actor_with_kl=actor_with_kl)
+                     actor=lambda p, mb, key: actor_terms(ctx, p, mb, key),
+                     critic=lambda p, mb: critic_terms(ctx, p, mb),
+                     combine=lambda parts: with_total(ctx, {k: v for k, v in parts.items()
+                                                            if k != "loss"}))
 
 
 def entropy_keys(ctx: UpdateContext, key: jax.Array) -> jax.Array | None:
@@ -160,13 +169,6 @@ def update_metrics(ctx: UpdateContext, batch: Batch, old: Params, new: Params,
             "learning_rate": learning_rate(ctx.cfg, ctx.hp, ctx.update_idx)}
 
 
-def diagnostics(ctx: UpdateContext, batch: Batch, old: Params, new: Params, key: jax.Array,
-                returns: jax.Array) -> Metrics:
-    """The update's metrics on the whole batch with the new parameters."""
-    _, metrics = ppo_loss(ctx, new, whole_batch(ctx, batch), diagnostic_key(ctx, key))
-    return {**metrics, **update_metrics(ctx, batch, old, new, returns)}
-
-
 def check_sequences(setup: AlgoSetup) -> None:
     """A recurrent policy's minibatches are whole env sequences: ``num_minibatches`` must
     divide each device's envs."""
@@ -191,19 +193,13 @@ class PPO:
                key: jax.Array) -> tuple[Params, Any, Metrics]:
         advantages, returns = gae_of(ctx, rollout)
         batch = make_batch(rollout, advantages, returns)
-        key_perm, key_ent, key_diag = jax.random.split(key, 3)
-        args = (ctx.hp, objective(ctx), batch, rollout.carry, params, algo_state,
-                sgd_order(ctx, batch, key_perm), entropy_keys(ctx, key_ent))
-        if ctx.cfg.target_kl is None:
-            new, opt_state = SGD(ctx.setup).run(*args)
-            epochs = jnp.float32(ctx.cfg.update_epochs)
-        else:
-            new, opt_state, ran = SGD(ctx.setup).run_until_kl(*args,
-                                                              stop_kl=ctx.cfg.target_kl)
-            epochs = ran.astype(jnp.float32)
-        metrics = diagnostics(ctx, batch.replace(carry=rollout.carry), params, new, key_diag,
-                              returns)
-        return new, opt_state, {**metrics, "epochs_run": epochs}
+        key_perm, key_ent, _ = jax.random.split(key, 3)  # as ever: the same shuffles
+        new, opt_state, aux, epochs = SGD(ctx.setup).run_measured(
+            ctx.hp, objective(ctx), batch, rollout.carry, params, algo_state,
+            sgd_order(ctx, batch, key_perm), entropy_keys(ctx, key_ent),
+            stop_kl=ctx.cfg.target_kl)
+        return new, opt_state, {**aux, **update_metrics(ctx, batch, params, new, returns),
+                                "epochs_run": epochs.astype(jnp.float32)}
 
 
 ALGORITHM = PPO()

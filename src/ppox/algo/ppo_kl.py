@@ -91,12 +91,14 @@ def objective(ctx: UpdateContext, beta: jax.Array) -> Objective:
     """The penalized objective, with its actor and critic parts for network splitting."""
     hp = ctx.hp
 
-    def actor(p: Params, mb: Batch, key: jax.Array | None) -> jax.Array:
-        pg_loss, kl, entropy, _ = penalty_terms(ctx, p, mb, key)
-        return pg_loss + beta * kl - hp.ent_coef * entropy
+    def actor(p: Params, mb: Batch, key: jax.Array | None) -> tuple[jax.Array, Metrics]:
+        pg_loss, kl, entropy, approx_kl = penalty_terms(ctx, p, mb, key)
+        return pg_loss + beta * kl - hp.ent_coef * entropy, {
+            "pg_loss": pg_loss, "kl": kl, "entropy": entropy, "approx_kl": approx_kl}
 
-    def critic(p: Params, mb: Batch) -> jax.Array:
-        return hp.vf_coef * value_term(ctx, p, mb)
+    def critic(p: Params, mb: Batch) -> tuple[jax.Array, Metrics]:
+        v_loss = value_term(ctx, p, mb)
+        return hp.vf_coef * v_loss, {"v_loss": v_loss}
 
     return Objective(loss=lambda p, mb, key: kl_loss(ctx, beta, p, mb, key), actor=actor,
                      critic=critic)

@@ -14,12 +14,15 @@ Minibatches are rows of the flattened ``[T * B]`` batch for feed-forward policie
 env sequences (``[T, B / M]``: envs shuffled, not rows, with each sequence's start carry)
 for recurrent ones, so the update replays each sequence as the rollout ran it.
 
-``SGD.run_until_kl`` stops an update's remaining epochs once an epoch's mean approximate KL
-exceeds a bound, inside the program (a flag in the epoch scan's carry and a ``lax.cond``).
+``SGD.run_measured`` also returns the loss's diagnostics from the SGD steps' own forward
+passes (the last epoch's minibatches), and can stop an update's remaining epochs once an
+epoch's mean approximate KL exceeds a bound, inside the program (a flag in the epoch scan's
+carry and a ``lax.cond``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,27 +54,33 @@ class OptState:
 
 
 @struct.dataclass
-class EarlyStop:
-    """The epoch scan's carry under a KL stop: the optimizer state, whether an epoch's KL
-    has exceeded the bound, and how many epochs ran."""
+class EpochState:
+    """The epoch scan's carry: the optimizer state, the mean of the loss's ``aux`` over the
+    minibatches of the last epoch that ran, and (under a KL stop) whether an epoch's KL has
+    exceeded the bound and how many epochs ran."""
 
     opt: OptState
+    aux: Any
     stopped: jax.Array
     epochs: jax.Array
 
 
+Aux = dict[str, jax.Array]
+
+
 @dataclass(frozen=True, eq=False)
 class Objective:
-    """A loss to minimize by SGD. ``loss(params, mb, key) -> (total, aux)`` on one minibatch;
-    under network splitting also its two separable parts, ``actor(actor params, mb, key)``
-    and ``critic(critic params, mb)``, whose sum is ``loss``, and for the KL stop there
-    ``actor_with_kl(actor params, mb, key) -> (actor part, approx_kl)``."""
+    """A loss to minimize by SGD. ``loss(params, mb, key) -> (total, aux)`` on one minibatch,
+    ``aux`` a dict of scalars (the loss's parts and diagnostics; ``"approx_kl"`` for the KL
+    stop). Under network splitting also its two separable parts, ``actor(actor params, mb,
+    key)`` and ``critic(critic params, mb)``, each ``-> (part, aux of that part)``: the parts
+    sum to ``loss``'s total, and ``combine`` maps the two parts' aux, summed (each part's
+    keys, zeros for the other's), to ``loss``'s aux (e.g. adds the total)."""
 
     loss: Loss
-    actor: Callable[[Params, Any, Any], jax.Array] | None = None
-    critic: Callable[[Params, Any], jax.Array] | None = None
-    actor_with_kl: Callable[[Params, Any, Any], tuple[jax.Array, jax.Array]] | None = None
-
+    actor: Callable[[Params, Any, Any], tuple[jax.Array, Aux]] | None = None
+    critic: Callable[[Params, Any], tuple[jax.Array, Aux]] | None = None
+    combine: Callable[[Aux], Aux] | None = None
 
 def flat_params(params: Params) -> tuple[jax.Array, Any]:
     """The parameter pytree as one flat float32 vector, and the function that undoes it."""
@@ -173,43 +182,56 @@ class SGD:
         with their start ``carry [B, ...]``; ``perms [epochs, N or B]``; ``keys``: one PRNG
         key per SGD step ``[epochs, M]`` for losses that need one, else None.
         """
-        params, opt_state, _ = self._run(hp, objective, batch, carry, params, opt_state, perms,
-                                         keys, stop_kl=None)
-        return params, opt_state
+        new, opt_state, _, _ = self._run(hp, objective, batch, carry, params, opt_state, perms,
+                                         keys, stop_kl=None, measure=False)
+        return new, opt_state
 
-    def run_until_kl(self, hp: HParams, objective: Objective, batch: Any, carry: Any,
+    def run_measured(self, hp: HParams, objective: Objective, batch: Any, carry: Any,
                      params: Params, opt_state: Any, perms: jax.Array, keys: jax.Array | None,
-                     stop_kl: Any) -> tuple[Params, Any, jax.Array]:
-        """``run`` that skips the remaining epochs once an epoch's mean approximate KL
-        (``aux["approx_kl"]`` of ``objective.loss``, measured at each SGD step before its
-        gradient step, averaged over the epoch's minibatches and the data-parallel devices)
-        exceeds ``stop_kl``. Also returns ``[] int32`` how many epochs ran. The skip is a
-        ``lax.cond`` in the epoch scan: no host round trip (under ``vmap`` both branches
-        run and the result is selected, so the epochs are skipped in effect, not in time).
-        Under network splitting the actor's device measures the KL (``actor_with_kl``) and
-        shares it with the critic's once per epoch.
+                     stop_kl: Any = None) -> tuple[Params, Any, Aux, jax.Array]:
+        """``run`` that also returns the loss's ``aux`` (its parts and diagnostics) averaged
+        over the minibatches of the last epoch that ran, each taken with the parameters
+        before its own step: every row once, the update's own forward passes reused (no
+        pass of its own over the batch), and ``[] int32`` how many epochs ran.
+
+        With ``stop_kl`` the remaining epochs are skipped once an epoch's mean approximate KL
+        (``aux["approx_kl"]``, averaged over the epoch's minibatches and the data-parallel
+        devices) exceeds it. The skip is a ``lax.cond`` in the epoch scan: no host round trip
+        (under ``vmap`` both branches run and the result is selected, so the epochs are
+        skipped in effect, not in time). Under network splitting each device measures its
+        own network's part of the aux; the KL (the actor's) is shared once per epoch, the
+        whole aux once per update (``Objective.combine``).
         """
-        return self._run(hp, objective, batch, carry, params, opt_state, perms, keys, stop_kl)
+        return self._run(hp, objective, batch, carry, params, opt_state, perms, keys, stop_kl,
+                         measure=True)
 
     def _run(self, hp: HParams, objective: Objective, batch: Any, carry: Any, params: Params,
-             opt_state: Any, perms: jax.Array, keys: jax.Array | None,
-             stop_kl: Any) -> tuple[Params, Any, jax.Array]:
+             opt_state: Any, perms: jax.Array, keys: jax.Array | None, stop_kl: Any,
+             measure: bool) -> tuple[Params, Any, Aux, jax.Array]:
         split = self.split(params)
         flat, unravel = flat_params(params)
         loop = _Loop(self.setup, hp, objective, self.optimizer(hp, params), split,
-                     template=_template(batch, carry is not None), unravel=unravel)
+                     template=_template(batch, carry is not None), unravel=unravel,
+                     measure=measure, stop_kl=stop_kl)
         opt = OptState(flat if split is None else split.own(params), opt_state)
-        if stop_kl is None:
-            new, _ = lax.scan(lambda o, xs: loop.epoch(batch, carry, o, xs), opt, (perms, keys))
-            epochs = jnp.int32(perms.shape[0])
+        start = EpochState(opt=opt, aux=loop.zero_aux(opt.params, carry, keys),
+                           stopped=jnp.bool_(False), epochs=jnp.int32(0))
+        epochs = lambda lp, s, xs: lax.scan(lambda s, x: lp.epoch(batch, carry, s, x), s, xs)[0]
+        if measure and stop_kl is None and perms.shape[0] > 1:
+            # only the last epoch measures: the aux's own reductions, a sizeable share of a
+            # vmapped batch of small steps, are skipped in the others
+            head = dataclasses.replace(loop, measure=False)
+            start = epochs(head, start, jax.tree.map(lambda x: x[:-1], (perms, keys)))
+            end, _ = loop.epoch(batch, carry, start, jax.tree.map(lambda x: x[-1], (perms, keys)))
         else:
-            start = EarlyStop(opt=opt, stopped=jnp.bool_(False), epochs=jnp.int32(0))
-            end, _ = lax.scan(lambda s, xs: loop.epoch_unless_stopped(batch, carry, s, xs,
-                                                                      stop_kl),
-                              start, (perms, keys))
-            new, epochs = end.opt, end.epochs
+            end = epochs(loop, start, (perms, keys))
+        new, aux = end.opt, end.aux
+        if measure and split is not None:  # each device measured its own network's part
+            aux = lax.psum(aux, split.axis_name)
+        if measure and objective.combine is not None:
+            aux = objective.combine(aux)
         new_params = unravel(new.params) if split is None else split.join(new.params)
-        return new_params, new.opt_state, epochs
+        return new_params, new.opt_state, aux, end.epochs
 
 
 def _template(batch: Any, sequences: bool) -> Any:
@@ -226,60 +248,51 @@ class _Loop:
     split: SplitParams | None
     template: Any
     unravel: Any
+    measure: bool
+    stop_kl: Any
 
-    def grads(self, flat: jax.Array, mb: Any, key: jax.Array | None) -> jax.Array:
+    def grads(self, flat: jax.Array, mb: Any, key: jax.Array | None) -> tuple[jax.Array, Aux]:
+        """The gradient of this device's loss and the loss's aux (under network splitting:
+        this device's network's part of it, zeros for the other's)."""
         obj, split = self.objective, self.split
         if split is None:
-            return jax.grad(lambda f: obj.loss(self.unravel(f), mb, key)[0])(flat)
+            return jax.grad(lambda f: obj.loss(self.unravel(f), mb, key), has_aux=True)(flat)
         assert obj.actor is not None and obj.critic is not None
         return jax.grad(lambda own: split.own_loss(
-            lambda p: obj.actor(p, mb, key), lambda p: obj.critic(p, mb), own))(flat)
+            lambda p: obj.actor(p, mb, key), lambda p: obj.critic(p, mb), own),
+            has_aux=True)(flat)
 
-    def step(self, opt: OptState, xs: tuple[Any, Any, jax.Array | None]) -> tuple[OptState, None]:
+    def zero_aux(self, flat: jax.Array, carry: Any, keys: jax.Array | None) -> Aux:
+        """Zeros shaped like the aux (traced on the template minibatch: shapes only)."""
+        if not (self.measure or self.stop_kl is not None):
+            return {}
+        mb = self.template if carry is None else self.template.replace(
+            carry=jax.tree.map(lambda c: c[:1], carry))
+        key = None if keys is None else keys[0, 0]
+        shapes = jax.eval_shape(lambda f: self.grads(f, mb, key)[1], flat)
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def step(self, opt: OptState, xs: tuple[Any, Any, jax.Array | None]) -> tuple[OptState, Aux]:
         """One minibatch (packed ``[mb, F]`` rows or ``[T, b, F]`` sequences): gradient,
-        mean over the data-parallel devices, clip, Adam."""
+        mean over the data-parallel devices, clip, Adam. Returns the aux measured before
+        the step (empty unless it is used)."""
         packed, carry, key = xs
         seq = carry is not None
         mb = unpack(packed, self.template, batch_ndim=2 if seq else 1)
         if seq:
             mb = mb.replace(carry=carry)
-        grads = self.setup.layout.pmean(self.grads(opt.params, mb, key))
-        updates, opt_state = self.tx.update(grads, opt.opt_state, opt.params)
-        return OptState(optax.apply_updates(opt.params, updates), opt_state), None
-
-    def epoch(self, batch: Any, carry: Any, opt: OptState,
-              xs: tuple[jax.Array, jax.Array | None]) -> tuple[OptState, None]:
-        perm, keys = xs
-        packed, carries = minibatches(self.setup.cfg, batch, carry, perm)
-        opt, _ = lax.scan(self.step, opt, (packed, carries, keys))
-        return opt, None
-
-    def step_with_kl(self, opt: OptState,
-                     xs: tuple[Any, Any, jax.Array | None]) -> tuple[OptState, jax.Array]:
-        """``step`` that also returns the minibatch's ``approx_kl`` before the step."""
-        packed, carry, key = xs
-        seq = carry is not None
-        mb = unpack(packed, self.template, batch_ndim=2 if seq else 1)
-        if seq:
-            mb = mb.replace(carry=carry)
-        grads, kl = self.grads_and_kl(opt.params, mb, key)
+        grads, aux = self.grads(opt.params, mb, key)
         grads = self.setup.layout.pmean(grads)
         updates, opt_state = self.tx.update(grads, opt.opt_state, opt.params)
-        return OptState(optax.apply_updates(opt.params, updates), opt_state), kl
+        used = aux if (self.measure or self.stop_kl is not None) else {}
+        return OptState(optax.apply_updates(opt.params, updates), opt_state), used
 
-    def grads_and_kl(self, flat: jax.Array, mb: Any,
-                     key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-        """``grads`` and the loss's ``approx_kl`` (under network splitting: the actor's
-        device's, 0 on the critic's)."""
-        obj, split = self.objective, self.split
-        if split is None:
-            loss = lambda f: obj.loss(self.unravel(f), mb, key)
-            grads, aux = jax.grad(loss, has_aux=True)(flat)
-            return grads, aux["approx_kl"]
-        assert obj.actor_with_kl is not None and obj.critic is not None
-        critic = lambda p: (obj.critic(p, mb), jnp.zeros((), jnp.float32))
-        return jax.grad(lambda own: split.own_loss(
-            lambda p: obj.actor_with_kl(p, mb, key), critic, own), has_aux=True)(flat)
+    def run_epoch(self, batch: Any, carry: Any, opt: OptState, perm: jax.Array,
+                  keys: jax.Array | None) -> tuple[OptState, Aux]:
+        """One epoch; the aux averaged over its minibatches."""
+        packed, carries = minibatches(self.setup.cfg, batch, carry, perm)
+        opt, aux = lax.scan(self.step, opt, (packed, carries, keys))
+        return opt, jax.tree.map(lambda a: jnp.mean(a, axis=0), aux)
 
     def shared_kl(self, kl: jax.Array) -> jax.Array:
         """This device's KL -> the run's: the mean over data-parallel devices, or under
@@ -288,22 +301,19 @@ class _Loop:
             return lax.psum(kl, self.split.axis_name)
         return self.setup.layout.pmean(kl)
 
-    def epoch_unless_stopped(self, batch: Any, carry: Any, state: EarlyStop,
-                             xs: tuple[jax.Array, jax.Array | None],
-                             stop_kl: Any) -> tuple[EarlyStop, None]:
-        """One epoch unless an earlier one's mean KL exceeded ``stop_kl``."""
+    def epoch(self, batch: Any, carry: Any, state: EpochState,
+              xs: tuple[jax.Array, jax.Array | None]) -> tuple[EpochState, None]:
+        """One epoch, unless (under a KL stop) an earlier one's mean KL exceeded the bound."""
         perm, keys = xs
-
-        def run(opt: OptState) -> tuple[OptState, jax.Array]:
-            packed, carries = minibatches(self.setup.cfg, batch, carry, perm)
-            opt, kls = lax.scan(self.step_with_kl, opt, (packed, carries, keys))
-            return opt, self.shared_kl(jnp.mean(kls))
-
-        skip = lambda opt: (opt, jnp.float32(0.0))
-        opt, kl = lax.cond(state.stopped, skip, run, state.opt)
-        ran = ~state.stopped
-        return EarlyStop(opt=opt, stopped=state.stopped | (kl > stop_kl),
-                         epochs=state.epochs + ran.astype(jnp.int32)), None
+        if self.stop_kl is None:
+            opt, aux = self.run_epoch(batch, carry, state.opt, perm, keys)
+            return state.replace(opt=opt, aux=aux if self.measure else state.aux,
+                                 epochs=state.epochs + 1), None
+        run = lambda s: self.run_epoch(batch, carry, s.opt, perm, keys)
+        opt, aux = lax.cond(state.stopped, lambda s: (s.opt, s.aux), run, state)
+        kl = jnp.where(state.stopped, 0.0, self.shared_kl(aux["approx_kl"]))
+        return EpochState(opt=opt, aux=aux, stopped=state.stopped | (kl > self.stop_kl),
+                          epochs=state.epochs + (~state.stopped).astype(jnp.int32)), None
 
 
 def permutations(key: jax.Array, epochs: int, num_rows: int,
@@ -389,6 +399,6 @@ def step_keys(key: jax.Array, cfg: PPOConfig) -> jax.Array:
         cfg.update_epochs, cfg.num_minibatches, *key.shape)
 
 
-__all__ = ["SGD", "EarlyStop", "Objective", "OptState", "UpdateContext", "critic_mask",
+__all__ = ["SGD", "EpochState", "Objective", "OptState", "UpdateContext", "critic_mask",
            "flat_params", "flatten_time", "learning_rate", "make_optimizer", "minibatches",
            "permutations", "step_keys"]

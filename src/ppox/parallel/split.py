@@ -71,14 +71,19 @@ class SplitParams:
         return {**self.unravel_actor(both[0, :self.actor_size]),
                 **self.unravel_critic(both[1, :self.critic_size])}
 
-    def own_loss(self, actor_loss: Any, critic_loss: Any, own: jax.Array) -> jax.Array:
+    def own_loss(self, actor_loss: Any, critic_loss: Any,
+                 own: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """This device's part of a separable loss as a function of its own vector:
-        ``actor_loss(actor params)`` on device 0, ``critic_loss(critic params)`` on 1."""
-        return lax.switch(
-            self.role(),
-            [lambda o: actor_loss(self.unravel_actor(o[:self.actor_size])),
-             lambda o: critic_loss(self.unravel_critic(o[:self.critic_size]))],
-            own)
+        ``actor_loss(actor params)`` on device 0, ``critic_loss(critic params)`` on 1, each
+        ``-> (part, aux)``. Both devices return the same aux keys: their own part's, zeros
+        for the other's (so the two devices' aux sum to the whole)."""
+        parts = [lambda o: actor_loss(self.unravel_actor(o[:self.actor_size])),
+                 lambda o: critic_loss(self.unravel_critic(o[:self.critic_size]))]
+        shapes = [jax.eval_shape(f, own)[1] for f in parts]  # traced for shapes only
+        zeros = {k: jnp.zeros(v.shape, v.dtype) for shape in shapes for k, v in shape.items()}
+        padded = [lambda o, f=f: (lambda total, aux: (total, {**zeros, **aux}))(*f(o))
+                  for f in parts]
+        return lax.switch(self.role(), padded, own)
 
 
 def clip_by_global_norm_across(max_norm: Any, axis_name: str) -> optax.GradientTransformation:
