@@ -32,6 +32,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def _cpu_avx512() -> bool:
+    from ppox._platform import cpu_has_avx512
+
+    return cpu_has_avx512()
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -49,7 +55,9 @@ def machine_name() -> str:
 
     ``<gpu-name>`` (e.g. ``nvidia-h100-80gb-hbm3``) when JAX's default backend is a GPU/TPU,
     otherwise ``cpu-<n>core-<model slug>`` (e.g. ``cpu-2core-amd-epyc``), ``n`` being the
-    cores this process may run on. ``PPOX_BENCH_MACHINE`` overrides it.
+    cores this process may run on, with ``-avx512`` on a CPU that has AVX-512: a virtual
+    machine may report only the vendor's family name (``AMD EPYC``) for CPUs of different
+    generations, whose figures must not share a folder. ``PPOX_BENCH_MACHINE`` overrides it.
     """
     override = os.environ.get("PPOX_BENCH_MACHINE")
     if override:
@@ -62,7 +70,10 @@ def machine_name() -> str:
             return _slug(getattr(dev, "device_kind", dev.platform))
     except Exception:  # no backend: fall back to the CPU description
         pass
-    return f"cpu-{_cpu_count()}core-{_slug(_cpu_model())}"
+    from ppox._platform import cpu_has_avx512
+
+    isa = "-avx512" if cpu_has_avx512() else ""
+    return f"cpu-{_cpu_count()}core-{_slug(_cpu_model())}{isa}"
 
 
 def _memory_total_gb() -> float | None:
@@ -94,6 +105,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "machine": machine_name(),
         "cpu_model": _cpu_model(),
+        "cpu_avx512": _cpu_avx512(),
         "cpu_cores": _cpu_count(),
         "cpu_count_os": os.cpu_count(),
         "memory_gb": _memory_total_gb(),

@@ -149,6 +149,14 @@ def test_machine_name_override_and_json(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PPOX_BENCH_MACHINE", "My Box (TM) 2")
     assert machine.machine_name() == "my-box-2"
+    monkeypatch.delenv("PPOX_BENCH_MACHINE")
+    monkeypatch.setattr(machine, "_cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(machine, "_cpu_count", lambda: 2)
+    from ppox import _platform
+
+    for avx512, name in ((False, "cpu-2core-amd-epyc"), (True, "cpu-2core-amd-epyc-avx512")):
+        monkeypatch.setattr(_platform, "cpu_has_avx512", lambda a=avx512: a)
+        assert machine.machine_name() == name
     path = machine.save_json(tmp_path / "a" / "r.json",
                              {"x": np.float32(1.5), "v": np.arange(2), "p": tmp_path})
     assert json.loads(path.read_text()) == {"x": 1.5, "v": [0, 1], "p": str(tmp_path)}
