@@ -70,3 +70,25 @@ def test_resume_continues_with_the_run_settings(tmp_path, capsys):
     assert out[-1] == whole
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == list(range(1, 9))
+
+
+def test_the_command_exits_quickly_with_every_file_written(tmp_path):
+    # `python -m ppox.cli` is the console entry (`ppox`): after main() it joins threads, runs
+    # the atexit handlers and ends the process without module teardown; what it printed and
+    # wrote must all be there, and its status must be main's
+    run = tmp_path / "quick"
+    proc = _ppox(["train", "--total-timesteps", "4096", "--num-envs", "8", "--run-dir",
+                  str(run), "--tensorboard", "--checkpoint-every", "1"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("final return: ")
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == list(range(1, 5))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["updates_done"] == 4 and summary["status"] == "complete", summary
+    assert (run / "learning_curve.png").stat().st_size > 0
+    events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+    again = _ppox(["train", "--run-dir", str(run), "--resume"])  # its checkpoint verifies
+    assert again.returncode == 0 and "complete" in again.stdout, again.stdout + again.stderr
+    bad = _ppox(["train", "--learning-rate", "-1"])
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")

@@ -1,5 +1,3 @@
-import sys
+from ppox.cli import console
 
-from ppox.cli import main
-
-sys.exit(main())
+console()
