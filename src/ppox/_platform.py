@@ -154,8 +154,9 @@ def use_every_cpu_core() -> int:
 # instead of compiling it.
 COMPILE_CACHE_ENV = "PPOX_COMPILE_CACHE"  # "0": off
 COMPILE_CACHE_DIR_ENV = "PPOX_COMPILE_CACHE_DIR"  # where (default: the user cache dir)
-_CACHE_EVENTS: dict[str, int] = {"requests": 0, "hits": 0}
+_CACHE_EVENTS: dict[str, int] = {"requests": 0, "hits": 0, "programs": 0}
 _CACHE_LISTENING = False
+_COMPILE_CACHE_DIR: str | None = None
 
 
 def default_compile_cache_dir() -> str:
@@ -185,12 +186,13 @@ def enable_compile_cache(directory: str | None = None) -> str | None:
     ``$PPOX_COMPILE_CACHE_DIR`` or ``~/.cache/ppox/xla``) for every program, however quick
     to compile; ``PPOX_COMPILE_CACHE=0`` leaves it off. Returns the directory in use (None:
     off). ``compile_cache_counts`` then tells how many compiles were served from it."""
-    global _CACHE_LISTENING
+    global _CACHE_LISTENING, _COMPILE_CACHE_DIR
     if os.environ.get(COMPILE_CACHE_ENV, "1").lower() in ("0", "off", "false", "no"):
         return None
     import jax
 
     directory = directory or os.environ.get(COMPILE_CACHE_DIR_ENV) or default_compile_cache_dir()
+    _COMPILE_CACHE_DIR = directory
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -200,17 +202,32 @@ def enable_compile_cache(directory: str | None = None) -> str | None:
     return directory
 
 
-def compile_cache_counts() -> tuple[int, int]:
-    """``(compiles that looked in the persistent cache, of those served from it)`` so far in
-    this process; a caller takes the difference around a compile."""
-    return _CACHE_EVENTS["requests"], _CACHE_EVENTS["hits"]
+def compile_cache_dir() -> str | None:
+    """The directory ``enable_compile_cache`` turned the cache on in (None: off)."""
+    return _COMPILE_CACHE_DIR
+
+
+def count_program_cache_hit() -> None:
+    """A batch's programs were loaded from ppox's program cache (``ppox.host.program_cache``):
+    nothing traced or compiled, counted as served from the cache."""
+    _CACHE_EVENTS["programs"] += 1
+
+
+def compile_cache_counts() -> tuple[int, int, int]:
+    """``(compiles that looked in the persistent cache, of those served from it, batches of
+    programs loaded from the program cache)`` so far in this process; a caller takes the
+    difference around a compile."""
+    return _CACHE_EVENTS["requests"], _CACHE_EVENTS["hits"], _CACHE_EVENTS["programs"]
 
 
 def compile_cache_note(before: tuple[int, int]) -> str:
     """What the compiles since ``before`` (a ``compile_cache_counts()``) were: ``"from the
     compilation cache"``, ``"compiled, now cached"``, a mix, ``"compile cache off"``, or
     ``""`` when nothing was compiled (programs reused in this process)."""
-    requests, hits = (a - b for a, b in zip(compile_cache_counts(), before, strict=True))
+    requests, hits, programs = (a - b for a, b in zip(compile_cache_counts(), before,
+                                                      strict=True))
+    if requests == hits and programs:  # the training programs were not even traced
+        return "from the compilation cache"
     if requests == 0:  # the cache is off, or the programs were already built in-process
         return "" if _CACHE_LISTENING else "compile cache off"
     if hits == requests:

@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppox._platform import count_program_cache_hit
 from ppox.config import ConfigError, HParams, PPOConfig
-from ppox.host import interrupts
+from ppox.host import interrupts, program_cache
 from ppox.host.checkpoint import Notify
 from ppox.host.configfile import run_file_dict, write_run_file
 from ppox.host.loggers import Logger, LoggerOptions
@@ -400,6 +401,21 @@ def _program_fns(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: Layout,
                         batch=num_runs, donate_argnums=(0,), devices=devices))
 
 
+def program_placeholders(num_runs: int, layout: Layout,
+                         devices: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+    """``(keys, hp, state sharding)``: placeholder inputs of the programs placed as a run's
+    are, and where the init's outputs live (the batch or device axis split across the
+    devices; None on one device). Nothing is traced."""
+    if layout.spans_devices:
+        n = layout.num_devices
+        hp = replicate(HParams().as_arrays(), devices)
+        keys = shard_devices(run_keys([0] * n), n, devices)
+        return keys, hp, device_axis_sharding(n, devices)
+    hp = shard_batch(broadcast_hparams(HParams(), num_runs), num_runs, devices)
+    keys = shard_batch(run_keys(list(range(num_runs))), num_runs, devices)
+    return keys, hp, batch_sharding(num_runs, devices)
+
+
 def program_inputs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: Layout,
                    devices: tuple[Any, ...]) -> tuple[Any, Any, Any, Any, Any]:
     """``(init_fn, chunk_fn, keys, hp, state_shape)``: the two jitted programs, placeholder
@@ -408,15 +424,7 @@ def program_inputs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: Layou
     them) and shardings (known for every output: the batch or device axis split across the
     devices), so lowering it from ``state_shape`` gives the HLO a real state gives."""
     init_fn, chunk_fn = _program_fns(cfg, chunk_size, num_runs, layout, devices)
-    if layout.spans_devices:
-        n = layout.num_devices
-        hp = replicate(HParams().as_arrays(), devices)
-        keys = shard_devices(run_keys([0] * n), n, devices)
-        sharding = device_axis_sharding(n, devices)
-    else:
-        hp = shard_batch(broadcast_hparams(HParams(), num_runs), num_runs, devices)
-        keys = shard_batch(run_keys(list(range(num_runs))), num_runs, devices)
-        sharding = batch_sharding(num_runs, devices)
+    keys, hp, sharding = program_placeholders(num_runs, layout, devices)
     state_shape = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, weak_type=s.weak_type,
                                        sharding=sharding),
@@ -432,15 +440,32 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
     -- e.g. each equal batch of a sweep. ``devices`` (``mesh_devices()``: the local ones, or
     every process's) is part of the key: the programs are placed on them.
 
-    XLA compiles the init in a thread (it releases the GIL) while the chunk is traced,
-    lowered from the init's output shapes (``program_inputs``) and compiled here (README,
-    "Compile time against Brax's trainer"): a shorter start, most for a costly reset."""
+    With the compilation cache on, they come from ppox's program cache when it has them
+    (``ppox.host.program_cache``: nothing traced), else they are traced once, exported,
+    compiled and kept there. XLA compiles the init in a thread (it releases the GIL) while
+    the chunk is traced, lowered from the init's output shapes (``program_inputs``) and
+    compiled here (README, "Compile time against Brax's trainer")."""
+    key = program_cache.key_for(
+        {"programs": "init, chunk", "settings": program_cache.describe(cfg, layout),
+         "chunk_size": chunk_size, "num_runs": num_runs}, devices)
+    steps = _steps(chunk_size, devices)
+    if key is not None:
+        keys, hp, sharding = program_placeholders(num_runs, layout, devices)
+        stored = program_cache.load(key, (keys, hp), sharding, steps)
+        if stored is not None:
+            count_program_cache_hit()
+            return stored
     init_fn, chunk_fn, keys, hp, state_shape = program_inputs(cfg, chunk_size, num_runs,
                                                               layout, devices)
+    if key is not None:
+        programs = program_cache.export_and_compile(
+            key, (init_fn, (keys, hp)), (chunk_fn, (state_shape, hp, steps)))
+        if programs is not None:
+            return programs
     init_low = init_fn.lower(keys, hp)
     with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
         init_future = pool.submit(init_low.compile)
-        chunk_c = chunk_fn.lower(state_shape, hp, _steps(chunk_size, devices)).compile()
+        chunk_c = chunk_fn.lower(state_shape, hp, steps).compile()
         return init_future.result(), chunk_c
 
 

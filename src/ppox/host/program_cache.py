@@ -1,0 +1,268 @@
+"""A persistent cache of ppox's training programs, keyed without tracing them.
+
+JAX's compilation cache (``ppox._platform.enable_compile_cache``) skips XLA's compile, but
+its key is the lowered program, so every run first traces and lowers ppox's Python: about
+0.6 s for CartPole, seconds for a brax or Playground env. This cache keeps a batch's two
+programs (the init and the training chunk) as ``jax.export`` modules under a key of
+everything the traced program is made from: ppox's own source, the versions of the
+libraries it traces through (jax, flax, optax, gymnax, brax, ...), the batch's static
+settings (``PPOConfig``, chunk size, runs, layout), the devices, JAX's configuration,
+``XLA_FLAGS`` and ppox's platform set-up. A hit compiles the stored modules (which JAX's
+cache then serves) without running any of that Python again. The programs are exported
+from the first trace and always compiled from the exported module, so a run and the runs
+after it execute the same XLA program.
+
+It is on where JAX's cache is (``enable_compile_cache``: every ``ppox`` command unless
+``--no-compile-cache``), in ``<that directory>/ppox-programs``; ``PPOX_PROGRAM_CACHE=0`` turns
+it off alone. A library edited in place under an unchanged version is not seen: clear the
+directory then. Entries are written atomically with a checksum; one that cannot be read or
+verified is removed, said in one line, and the programs are traced anew. A program that
+``jax.export`` cannot export (a custom call it does not know) is compiled as usual and not
+kept. The newest ``MAX_ENTRIES`` are kept. Across ``jax.distributed`` processes it is off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import pickle
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+
+PROGRAM_CACHE_ENV = "PPOX_PROGRAM_CACHE"  # "0": off
+FORMAT = b"ppox-programs 1"
+MAX_ENTRIES = 32
+# the libraries a training program is traced through (its env's included); with ppox's own
+# source and the platform's version they decide the program
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "ml-dtypes", "scipy",
+             "gymnax", "brax", "mujoco", "mujoco-mjx", "playground", "warp-lang")
+_SOURCE_DIGEST: str | None = None
+
+
+@dataclass(frozen=True)
+class Program:
+    """One exported program over flat arguments: the serialized ``jax.export`` module, the
+    trees of its arguments and results, and which flat arguments it donates."""
+
+    module: bytes
+    in_tree: Any
+    out_tree: Any
+    donate: tuple[int, ...]
+
+
+class Compiled:
+    """A compiled ``Program`` called like the jitted function it was exported from."""
+
+    def __init__(self, compiled: Any, in_tree: Any, out_tree: Any) -> None:
+        self.compiled, self.in_tree, self.out_tree = compiled, in_tree, out_tree
+
+    def __call__(self, *args: Any) -> Any:
+        return jax.tree.unflatten(self.out_tree, self.compiled(*jax.tree.leaves(args)))
+
+
+def cache_dir() -> Path | None:
+    """Where programs are kept; None when the cache is off."""
+    from ppox import _platform
+
+    if os.environ.get(PROGRAM_CACHE_ENV, "1").lower() in ("0", "off", "false", "no"):
+        return None
+    base = _platform.compile_cache_dir()
+    if base is None or jax.process_count() > 1:
+        return None
+    return Path(base) / "ppox-programs"
+
+
+def source_digest() -> str:
+    """sha256 of ppox's own Python source (every ``.py`` file of the package)."""
+    global _SOURCE_DIGEST
+    if _SOURCE_DIGEST is None:
+        root = Path(__file__).resolve().parent.parent
+        h = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+        _SOURCE_DIGEST = h.hexdigest()
+    return _SOURCE_DIGEST
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def describe(*settings: Any) -> list[Any]:
+    """Static settings (dataclasses, numbers, strings) as JSON-able values for the key."""
+    return [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in settings]
+
+
+def key_for(program: dict[str, Any], devices: tuple[Any, ...]) -> str | None:
+    """The cache key of the programs that ``program`` (their static settings, JSON-able or
+    repr-able) describes on ``devices``; None when the cache is off."""
+    from ppox import _platform
+
+    if cache_dir() is None:
+        return None
+    parts = {
+        "format": FORMAT.decode(),
+        "program": program,
+        "ppox_source": source_digest(),
+        "libraries": _versions(),
+        "python": sys.version,
+        "devices": [(d.platform, d.device_kind, d.id, d.process_index) for d in devices],
+        "platform_version": devices[0].client.platform_version,
+        "jax_config": {k: repr(v) for k, v in sorted(jax.config.values.items())},
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "unrolled_threefry": _platform.UNROLLED_THREEFRY_ON_CPU,
+    }
+    text = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def export_program(fn: Callable[..., Any], args: tuple[Any, ...],
+                   donate_arg: int | None = None) -> Program:
+    """``fn(*args)`` (a jitted function; ``args`` arrays or shape structs with their
+    shardings) exported over its flat arguments; ``donate_arg``'s leaves are donated."""
+    from jax import export
+
+    leaves, in_tree = jax.tree.flatten(args)
+    sizes = [len(jax.tree.leaves(a)) for a in args]
+    start = sum(sizes[:donate_arg]) if donate_arg is not None else 0
+    donate = tuple(range(start, start + sizes[donate_arg])) if donate_arg is not None else ()
+    out_trees: list[Any] = []
+
+    def flat(*xs: Any) -> list[Any]:
+        out, tree = jax.tree.flatten(fn(*jax.tree.unflatten(in_tree, xs)))
+        out_trees.append(tree)
+        return out
+
+    # shape structs carry the sharding their arrays will have; arrays bring their own
+    shardings = [x.sharding if isinstance(x, jax.ShapeDtypeStruct) else None for x in leaves]
+    jitted = jax.jit(flat, in_shardings=shardings, donate_argnums=donate)
+    exported = export.export(jitted)(*leaves)
+    return Program(bytes(exported.serialize()), in_tree, out_trees[0], donate)
+
+
+def compile_program(program: Program, args: tuple[Any, ...]) -> Compiled:
+    """``program`` compiled for ``args`` (arrays or shape structs, placed as exported)."""
+    from jax import export
+
+    exported = export.deserialize(bytearray(program.module))
+    compiled = jax.jit(exported.call, donate_argnums=program.donate).lower(
+        *jax.tree.leaves(args)).compile()
+    return Compiled(compiled, program.in_tree, program.out_tree)
+
+
+def _compile_pair(init: Program, init_args: tuple[Any, ...], chunk: Program,
+                  chunk_args: Callable[[], tuple[Any, ...]]) -> tuple[Compiled, Compiled]:
+    """Both programs, the init's compile in a thread (XLA releases the GIL) beside the
+    chunk's."""
+    with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
+        init_future = pool.submit(compile_program, init, init_args)
+        chunk_c = compile_program(chunk, chunk_args())
+        return init_future.result(), chunk_c
+
+
+def export_and_compile(key: str, init: tuple[Callable[..., Any], tuple[Any, ...]],
+                       chunk: tuple[Callable[..., Any], tuple[Any, ...]]
+                       ) -> tuple[Compiled, Compiled] | None:
+    """Exports the init and the chunk (``(jitted function, arguments)`` each; the chunk
+    donates its first argument), compiles them from the exported modules and stores those
+    under ``key``; None (nothing stored) if ``jax.export`` cannot export them."""
+    try:
+        programs = export_program(*init), export_program(*chunk, donate_arg=0)
+    except Exception:  # e.g. a custom call jax.export does not know: compile as usual
+        return None
+    compiled = _compile_pair(programs[0], init[1], programs[1], lambda: chunk[1])
+    store(key, programs)
+    return compiled
+
+
+def load(key: str, init_args: tuple[Any, ...], state_sharding: Any,
+         steps: Any) -> tuple[Compiled, Compiled] | None:
+    """The programs stored under ``key`` compiled (from JAX's cache when it has them) for
+    the init's ``init_args = (keys, hp)``, the chunk's ``(state, hp, steps)`` with the
+    state's leaves placed by ``state_sharding`` (the init's outputs); None if there are
+    none, or the entry is damaged (then it is removed)."""
+    directory = cache_dir()
+    path = None if directory is None else directory / f"{key}.programs"
+    try:
+        blob = path.read_bytes() if path is not None else None
+    except OSError:
+        blob = None
+    if blob is None:
+        return None
+    try:
+        init, chunk = _decode(blob)
+    except Exception as exc:  # a damaged or foreign entry: trace instead, and replace it
+        print(f"note: a damaged program-cache entry {path.name} was removed ({exc})",
+              file=sys.stderr)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: kept longest
+    hp = init_args[1]
+
+    def chunk_args() -> tuple[Any, ...]:
+        from jax import export
+
+        outs = export.deserialize(bytearray(init.module)).out_avals
+        state = jax.tree.unflatten(init.out_tree, [
+            jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type,
+                                 sharding=state_sharding) for a in outs])
+        return state, hp, steps
+
+    return _compile_pair(init, init_args, chunk, chunk_args)
+
+
+def _decode(blob: bytes) -> tuple[Program, Program]:
+    header, _, payload = blob.partition(b"\n")
+    fmt, _, digest = header.rpartition(b" ")
+    if fmt != FORMAT or hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError("unknown format or checksum mismatch")
+    init, chunk = pickle.loads(payload)
+    if not (isinstance(init, Program) and isinstance(chunk, Program)):
+        raise ValueError("not a pair of programs")
+    return init, chunk
+
+
+def store(key: str, programs: tuple[Program, Program]) -> None:
+    """Writes ``programs`` under ``key``, atomically: a failed write leaves nothing (the
+    cache only saves time; a later run traces again)."""
+    directory = cache_dir()
+    if directory is None:
+        return
+    tmp = directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        payload = pickle.dumps(programs)
+        blob = FORMAT + b" " + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(blob)
+        os.replace(tmp, directory / f"{key}.programs")
+        _evict(directory)
+    except Exception:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _evict(directory: Path) -> None:
+    entries = sorted(directory.glob("*.programs"), key=lambda p: p.stat().st_mtime)
+    for old in entries[:-MAX_ENTRIES]:
+        with contextlib.suppress(OSError):
+            old.unlink()

@@ -1,0 +1,95 @@
+"""ppox's program cache (``ppox.host.program_cache``): on only with the compilation cache,
+a key that moves with everything a program is made from, verified entries, a damaged entry
+removed, the newest entries kept. (Storing, loading and the numbers a loaded program gives,
+on one and two devices: ``tests/integration/test_compile_cache.py``.)"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import pytest
+
+from ppox import _platform
+from ppox.config import PPOConfig
+from ppox.host import program_cache as pc
+
+
+@pytest.fixture
+def cache_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(_platform, "_COMPILE_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(pc.PROGRAM_CACHE_ENV, raising=False)
+    return tmp_path / "ppox-programs"
+
+
+DEFAULT = PPOConfig()
+
+
+def _key(cfg: PPOConfig = DEFAULT, chunk: int = 10) -> str | None:
+    return pc.key_for({"settings": pc.describe(cfg), "chunk_size": chunk},
+                      tuple(jax.local_devices()[:1]))
+
+
+def test_off_without_the_compilation_cache_or_when_asked(monkeypatch, cache_on):
+    assert pc.cache_dir() == cache_on and _key() is not None
+    monkeypatch.setenv(pc.PROGRAM_CACHE_ENV, "0")
+    assert pc.cache_dir() is None and _key() is None
+    monkeypatch.delenv(pc.PROGRAM_CACHE_ENV)
+    monkeypatch.setattr(_platform, "_COMPILE_CACHE_DIR", None)  # --no-compile-cache
+    assert pc.cache_dir() is None and _key() is None
+
+
+def test_the_key_moves_with_what_the_program_is_made_from(monkeypatch, cache_on):
+    base = _key()
+    assert _key() == base  # stable
+    assert _key(PPOConfig(num_envs=8)) != base
+    assert _key(chunk=11) != base
+    changes = [(None, "XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_foo=1"),
+               (pc, "_SOURCE_DIGEST", "an edited ppox"),
+               (pc, "_versions", lambda: {"gymnax": "9.9"}),
+               (_platform, "UNROLLED_THREEFRY_ON_CPU", not _platform.UNROLLED_THREEFRY_ON_CPU)]
+    for module, name, value in changes:
+        with monkeypatch.context() as m:
+            if module is None:
+                m.setenv(name, value)
+            else:
+                m.setattr(module, name, value)
+            assert _key() != base, name
+    assert _key() == base
+
+
+def _program(tag: bytes) -> pc.Program:
+    tree = jax.tree.structure(({"a": 1}, [2, 3]))
+    return pc.Program(module=tag, in_tree=tree, out_tree=tree, donate=(0,))
+
+
+def test_entries_are_verified_and_a_damaged_one_is_removed(cache_on, capsys):
+    pc.store("k1", (_program(b"init"), _program(b"chunk")))
+    path = cache_on / "k1.programs"
+    init, chunk = pc._decode(path.read_bytes())
+    assert (init.module, chunk.module, chunk.donate) == (b"init", b"chunk", (0,))
+    assert init.in_tree == jax.tree.structure(({"a": 1}, [2, 3]))
+    assert not list(cache_on.glob("*.tmp"))  # written through a temporary file, renamed
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0xFF  # one flipped byte of the payload
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="checksum"):
+        pc._decode(path.read_bytes())
+    assert pc.load("k1", (), None, None) is None
+    assert not path.exists()
+    assert "damaged program-cache entry k1.programs was removed" in capsys.readouterr().err
+    assert pc.load("missing", (), None, None) is None
+
+
+def test_the_newest_entries_are_kept(cache_on, monkeypatch):
+    monkeypatch.setattr(pc, "MAX_ENTRIES", 3)
+    for i in range(5):
+        pc.store(f"k{i}", (_program(b"i"), _program(b"c")))
+        os.utime(cache_on / f"k{i}.programs", (1000 + i, 1000 + i))
+    pc._evict(cache_on)
+    assert sorted(p.stem for p in cache_on.glob("*.programs")) == ["k2", "k3", "k4"]
+
+
+def test_source_digest_covers_every_module():
+    digest = pc.source_digest()
+    assert len(digest) == 64 and digest == pc.source_digest()
