@@ -22,7 +22,6 @@ carry and a ``lax.cond``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +191,9 @@ class SGD:
         """``run`` that also returns the loss's ``aux`` (its parts and diagnostics) averaged
         over the minibatches of the last epoch that ran, each taken with the parameters
         before its own step: every row once, the update's own forward passes reused (no
-        pass of its own over the batch), and ``[] int32`` how many epochs ran.
+        pass of its own over the batch), and ``[] int32`` how many epochs ran. Every epoch
+        measures (one step body to compile; measuring only the last one needs a second,
+        README "Diagnostics from the SGD steps" has both figures).
 
         With ``stop_kl`` the remaining epochs are skipped once an epoch's mean approximate KL
         (``aux["approx_kl"]``, averaged over the epoch's minibatches and the data-parallel
@@ -216,15 +217,7 @@ class SGD:
         opt = OptState(flat if split is None else split.own(params), opt_state)
         start = EpochState(opt=opt, aux=loop.zero_aux(opt.params, carry, keys),
                            stopped=jnp.bool_(False), epochs=jnp.int32(0))
-        epochs = lambda lp, s, xs: lax.scan(lambda s, x: lp.epoch(batch, carry, s, x), s, xs)[0]
-        if measure and stop_kl is None and perms.shape[0] > 1:
-            # only the last epoch measures: the aux's own reductions, a sizeable share of a
-            # vmapped batch of small steps, are skipped in the others
-            head = dataclasses.replace(loop, measure=False)
-            start = epochs(head, start, jax.tree.map(lambda x: x[:-1], (perms, keys)))
-            end, _ = loop.epoch(batch, carry, start, jax.tree.map(lambda x: x[-1], (perms, keys)))
-        else:
-            end = epochs(loop, start, (perms, keys))
+        end, _ = lax.scan(lambda s, xs: loop.epoch(batch, carry, s, xs), start, (perms, keys))
         new, aux = end.opt, end.aux
         if measure and split is not None:  # each device measured its own network's part
             aux = lax.psum(aux, split.axis_name)
