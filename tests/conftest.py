@@ -7,6 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # `ppox` (cli.main) exposes every CPU core as an XLA device unless told otherwise; tests run
 # on one device, and the multi-device tests start their own subprocesses with XLA_FLAGS.
 os.environ.setdefault("PPOX_CPU_DEVICES", "1")
+# ppox's program cache keeps programs across processes in the user's cache directory, which
+# would make what a test traces and compiles depend on earlier runs: off, except where a test
+# turns it on (tests/integration/test_compile_cache.py)
+os.environ.setdefault("PPOX_PROGRAM_CACHE", "0")
 
 # What `ppox train` sets up (the unrolled threefry lowering on CPU: same bits, faster).
 from ppox._platform import use_unrolled_threefry_on_cpu

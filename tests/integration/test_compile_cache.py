@@ -130,3 +130,27 @@ def test_program_cache_on_two_devices_gives_every_layout_the_same_numbers(tmp_pa
         for run in (stored, loaded):  # bit for bit: the same XLA program every time
             assert run["params"] == off["params"] and run["loss"] == off["loss"], name
     assert len(list((tmp_path / "cache" / "ppox-programs").glob("*.programs"))) == 3
+
+
+@pytest.mark.slow
+def test_a_repeated_sweep_traces_nothing(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text("seeds = 2\n[grid]\nlearning_rate = [1e-3, 2.5e-4]\n")
+    env = dict(os.environ, PPOX_COMPILE_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu",
+               PPOX_PROGRAM_CACHE="1")
+    env.pop("PPOX_COMPILE_CACHE", None)
+    counts = []
+    for out in ("a", "b"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ppox.cli", "sweep", "--env", "CartPole-v1", "--spec",
+             str(spec), "--out", str(tmp_path / out), "--total-timesteps", "4096"],
+            capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        info = json.loads((tmp_path / out / "sweep.json").read_text())
+        counts.append((info["chunk_traces"], info["compiles"]))
+    # the first sweep traces its chunk once and compiles it; the second loads the stored
+    # program (compiled again from JAX's cache: one compile call, nothing traced)
+    assert counts == [(1, 1), (0, 1)], counts
+    rows = [[line.rsplit(",", 1)[0] for line in (tmp_path / out / "results.csv").read_text()
+             .splitlines()] for out in ("a", "b")]  # all but the wall time: the same numbers
+    assert rows[0] == rows[1] and len(rows[0]) == 3

@@ -106,15 +106,18 @@ def test_scaling_table_rows():
 def test_benchmark_workers_set_up_like_ppox_train(fresh_backend):
     import os
 
+    fresh_backend.delenv("PPOX_CPU_VECTOR_WIDTH", raising=False)
+    fresh_backend.setattr(_platform, "cpu_has_avx512", lambda: True)
     workers.worker_platform("brax/halfcheetah")
     assert os.environ["XLA_FLAGS"].split() == [
         "--xla_force_host_platform_device_count=2",
-        *_platform.ENV_CPU_XLA_FLAGS["brax/halfcheetah"]]
+        *_platform.ENV_CPU_XLA_FLAGS["brax/halfcheetah"], "--xla_cpu_prefer_vector_width=512"]
     # a worker of a run spread over devices gets one device per core, as `ppox train` does
     fresh_backend.setenv("XLA_FLAGS", "")
     fresh_backend.setenv("PPOX_CPU_DEVICES", "2")
     workers.worker_platform("CartPole-v1", multi_device=True)
-    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
+                                               "--xla_cpu_prefer_vector_width=512"]
 
 
 def test_worker_commands_name_the_script():

@@ -60,7 +60,7 @@ def test_the_key_moves_with_what_the_program_is_made_from(monkeypatch, cache_on)
 
 def _program(tag: bytes) -> pc.Program:
     tree = jax.tree.structure(({"a": 1}, [2, 3]))
-    return pc.Program(module=tag, in_tree=tree, out_tree=tree, donate=(0,))
+    return pc.Program(name="chunk", module=tag, in_tree=tree, out_tree=tree, donate=(0,))
 
 
 def test_entries_are_verified_and_a_damaged_one_is_removed(cache_on, capsys):

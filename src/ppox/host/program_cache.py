@@ -41,7 +41,7 @@ from typing import Any
 import jax
 
 PROGRAM_CACHE_ENV = "PPOX_PROGRAM_CACHE"  # "0": off
-FORMAT = b"ppox-programs 1"
+FORMAT = b"ppox-programs 2"
 MAX_ENTRIES = 32
 # the libraries a training program is traced through (its env's included); with ppox's own
 # source and the platform's version they decide the program
@@ -52,13 +52,21 @@ _SOURCE_DIGEST: str | None = None
 
 @dataclass(frozen=True)
 class Program:
-    """One exported program over flat arguments: the serialized ``jax.export`` module, the
-    trees of its arguments and results, and which flat arguments it donates."""
+    """One exported program over flat arguments: its name (``init``, ``chunk``; compiled as
+    ``program_name(name)``), the serialized ``jax.export`` module, the trees of its
+    arguments and results, and which flat arguments it donates."""
 
+    name: str
     module: bytes
     in_tree: Any
     out_tree: Any
     donate: tuple[int, ...]
+
+
+def program_name(name: str) -> str:
+    """The name a stored program is compiled under (``jit(<it>)`` in JAX's compile events
+    and cache entries): ``chunk`` -> ``chunk_program``."""
+    return f"{name}_program"
 
 
 class Compiled:
@@ -134,7 +142,7 @@ def key_for(program: dict[str, Any], devices: tuple[Any, ...]) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def export_program(fn: Callable[..., Any], args: tuple[Any, ...],
+def export_program(name: str, fn: Callable[..., Any], args: tuple[Any, ...],
                    donate_arg: int | None = None) -> Program:
     """``fn(*args)`` (a jitted function; ``args`` arrays or shape structs with their
     shardings) exported over its flat arguments; ``donate_arg``'s leaves are donated."""
@@ -153,9 +161,10 @@ def export_program(fn: Callable[..., Any], args: tuple[Any, ...],
 
     # shape structs carry the sharding their arrays will have; arrays bring their own
     shardings = [x.sharding if isinstance(x, jax.ShapeDtypeStruct) else None for x in leaves]
+    flat.__name__ = flat.__qualname__ = name  # its trace is the one trace of ppox's Python
     jitted = jax.jit(flat, in_shardings=shardings, donate_argnums=donate)
     exported = export.export(jitted)(*leaves)
-    return Program(bytes(exported.serialize()), in_tree, out_trees[0], donate)
+    return Program(name, bytes(exported.serialize()), in_tree, out_trees[0], donate)
 
 
 def compile_program(program: Program, args: tuple[Any, ...]) -> Compiled:
@@ -163,7 +172,12 @@ def compile_program(program: Program, args: tuple[Any, ...]) -> Compiled:
     from jax import export
 
     exported = export.deserialize(bytearray(program.module))
-    compiled = jax.jit(exported.call, donate_argnums=program.donate).lower(
+
+    def call(*xs: Any) -> Any:
+        return exported.call(*xs)
+
+    call.__name__ = call.__qualname__ = program_name(program.name)
+    compiled = jax.jit(call, donate_argnums=program.donate).lower(
         *jax.tree.leaves(args)).compile()
     return Compiled(compiled, program.in_tree, program.out_tree)
 
@@ -185,7 +199,8 @@ def export_and_compile(key: str, init: tuple[Callable[..., Any], tuple[Any, ...]
     donates its first argument), compiles them from the exported modules and stores those
     under ``key``; None (nothing stored) if ``jax.export`` cannot export them."""
     try:
-        programs = export_program(*init), export_program(*chunk, donate_arg=0)
+        programs = (export_program("init", *init),
+                    export_program("chunk", *chunk, donate_arg=0))
     except Exception:  # e.g. a custom call jax.export does not know: compile as usual
         return None
     compiled = _compile_pair(programs[0], init[1], programs[1], lambda: chunk[1])
