@@ -141,9 +141,10 @@ class FlopCount:
     forward+backward passes of actor and critic over the ``N`` rows, a backward pass costing
     2 x the forward except in the layer that reads the observation (1 x: no gradient for
     the input itself; ``input_row`` is that layer's forward FLOPs, actor + critic).
-    ``executed_extra`` is what ppox runs beyond that: its critic pass covers ``2 N`` rows
-    (obs and final obs, see ``ppox.rollout``) and a diagnostics forward pass of both
-    networks on ``N`` rows follows the update. A row's FLOPs come from the torso
+    ``executed_extra`` is what ppox's clipped PPO runs beyond that: its critic pass covers
+    ``2 N`` rows (obs and final obs, see ``ppox.rollout``); its diagnostics come from the SGD
+    steps' own forward passes (``ppo_kl`` and ``trpo`` add a forward pass over the batch,
+    not counted here). A row's FLOPs come from the torso
     (``row_flops()`` of ``ppox.nets``: dense layers, convolutions at every output position,
     a GRU's six gate matmuls per step); a recurrent update replays each row once per epoch,
     as a feed-forward one does.
@@ -183,7 +184,7 @@ def update_flops(actor_row: int, critic_row: int, input_row: int, num_envs: int,
     return FlopCount(actor_row=a, critic_row=c, input_row=i, env_steps=n,
                      rollout=n * a + (n + num_envs) * c,
                      update=update_epochs * n * (3 * (a + c) - i),
-                     executed_extra=(n - num_envs) * c + n * (a + c))
+                     executed_extra=(n - num_envs) * c)
 
 
 def ppo_flops(obs_dim: int, num_outputs: int, actor_hidden: Sequence[int],
