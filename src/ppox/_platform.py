@@ -109,20 +109,30 @@ def use_wide_cpu_vectors() -> int:
     and JAX has not started its backends; ``PPOX_CPU_VECTOR_WIDTH=N`` chooses N bits on
     any CPU (0 turns this off). Returns the width set (0: none).
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    platforms = os.environ.get("JAX_PLATFORMS", "")
-    if "xla_cpu_prefer_vector_width" in flags or (platforms and "cpu" not in platforms):
-        return 0
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
+    if not _may_set_cpu_xla_flag("xla_cpu_prefer_vector_width"):
         return 0
     want = os.environ.get(CPU_VECTOR_WIDTH_ENV)
     width = int(want) if want else (512 if cpu_has_avx512() else 0)
     if width <= 0:
         return 0
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_prefer_vector_width={width}".strip()
+    _add_xla_flag("xla_cpu_prefer_vector_width", width)
     return width
+
+
+def _may_set_cpu_xla_flag(name: str) -> bool:
+    """Whether ppox may add ``--<name>`` to ``XLA_FLAGS``: the user's flags do not set it,
+    the CPU backend is in use and JAX has not started its backends (XLA reads its flags
+    once, then)."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if name in os.environ.get("XLA_FLAGS", "") or (platforms and "cpu" not in platforms):
+        return False
+    from jax._src import xla_bridge
+
+    return not xla_bridge.backends_are_initialized()
+
+
+def _add_xla_flag(name: str, value: object) -> None:
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{name}={value}".strip()
 
 
 def use_every_cpu_core() -> int:
@@ -133,19 +143,13 @@ def use_every_cpu_core() -> int:
     set the device count, the CPU backend is in use, and JAX has not started its backends
     yet; ``PPOX_CPU_DEVICES=N`` chooses N (1 turns this off). Returns the count set (0: none).
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    platforms = os.environ.get("JAX_PLATFORMS", "")
-    if "xla_force_host_platform_device_count" in flags or (platforms and "cpu" not in platforms):
-        return 0
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
+    if not _may_set_cpu_xla_flag("xla_force_host_platform_device_count"):
         return 0
     want = os.environ.get("PPOX_CPU_DEVICES")
     n = int(want) if want else len(os.sched_getaffinity(0))
     if n <= 1:
         return 0
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    _add_xla_flag("xla_force_host_platform_device_count", n)
     return n
 
 
