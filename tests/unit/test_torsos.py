@@ -276,3 +276,20 @@ def test_sequence_minibatches_replay_from_their_stored_carries():
         np.testing.assert_allclose(np.asarray(replay), np.asarray(mb.log_prob), atol=1e-6)
         _, aux = ppo_loss(ctx, params, mb, None)  # the first SGD step sees ratio 1
         assert abs(float(aux["approx_kl"])) < 1e-6 and float(aux["clip_frac"]) == 0.0
+
+
+@pytest.mark.parametrize(("rows", "shape", "matmul"), [
+    ((4,), (4, 64), False), ((4,), (64, 2), False), ((2, 4), (64, 1), False),  # few, thin
+    ((4,), (64, 64), True), ((16,), (4, 64), True), ((128,), (64, 2), True)])  # wide or many
+def test_dense_of_a_few_rows_through_a_thin_layer_is_a_sum_of_products(rows, shape, matmul):
+    from ppox.nets.torso import dense
+
+    k_x, k_w, k_b = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {"kernel": jax.random.normal(k_w, shape), "bias": jax.random.normal(k_b, shape[1:])}
+    x = jax.random.normal(k_x, (*rows, shape[0]))
+    out = dense(params, x)
+    want = np.asarray(x, np.float64) @ np.asarray(params["kernel"], np.float64) + np.asarray(
+        params["bias"], np.float64)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5)
+    prims = {e.primitive.name for e in jax.make_jaxpr(dense)(params, x).jaxpr.eqns}
+    assert ("dot_general" in prims) == matmul, prims

@@ -50,9 +50,22 @@ def matmul_flops(matrices: list[tuple[int, int]], rows: int = 1) -> int:
     return sum(2 * rows * a * b for a, b in matrices)
 
 
+# A few rows through a thin layer (one side at most this wide): the rollout's actor on a
+# handful of envs, its input layer and its head. There a matmul library call costs more than
+# the arithmetic, and XLA's own fused multiply-and-sum is 2-4x faster on CPU (README,
+# "Platform set-up"); a wider layer or more rows stays a matmul.
+FEW_ROWS = 8
+THIN = 8
+
+
 def dense(params: Params, x: jax.Array) -> jax.Array:
-    """``x @ kernel + bias`` over the last axis (flax's ``nn.Dense`` arithmetic)."""
-    return nn.Dense(params["kernel"].shape[1]).apply({"params": params}, x)
+    """``x @ kernel + bias`` over the last axis (flax's ``nn.Dense`` arithmetic; for at most
+    ``FEW_ROWS`` rows through a layer at most ``THIN`` wide on one side, as a sum of
+    products, the same sum in another order)."""
+    kernel = params["kernel"]
+    if math.prod(x.shape[:-1]) <= FEW_ROWS and min(kernel.shape) <= THIN:
+        return jnp.sum(x[..., :, None] * kernel, axis=-2) + params["bias"]
+    return nn.Dense(kernel.shape[1]).apply({"params": params}, x)
 
 
 def dense_params(kernel: jax.Array) -> Params:
