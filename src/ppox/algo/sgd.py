@@ -22,6 +22,7 @@ carry and a ``lax.cond``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -215,8 +216,9 @@ class SGD:
                      template=_template(batch, carry is not None), unravel=unravel,
                      measure=measure, stop_kl=stop_kl)
         opt = OptState(flat if split is None else split.own(params), opt_state)
-        start = EpochState(opt=opt, aux=loop.zero_aux(opt.params, carry, keys),
-                           stopped=jnp.bool_(False), epochs=jnp.int32(0))
+        zero = loop.zero_aux(opt.params, carry, keys)
+        loop = dataclasses.replace(loop, aux_tree=jax.tree.structure(zero))
+        start = EpochState(opt=opt, aux=zero, stopped=jnp.bool_(False), epochs=jnp.int32(0))
         end, _ = lax.scan(lambda s, xs: loop.epoch(batch, carry, s, xs), start, (perms, keys))
         new, aux = end.opt, end.aux
         if measure and split is not None:  # each device measured its own network's part
@@ -243,6 +245,7 @@ class _Loop:
     unravel: Any
     measure: bool
     stop_kl: Any
+    aux_tree: Any = None  # the aux's structure (its values are scalars, stacked per step)
 
     def grads(self, flat: jax.Array, mb: Any, key: jax.Array | None) -> tuple[jax.Array, Aux]:
         """The gradient of this device's loss and the loss's aux (under network splitting:
@@ -265,10 +268,11 @@ class _Loop:
         shapes = jax.eval_shape(lambda f: self.grads(f, mb, key)[1], flat)
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-    def step(self, opt: OptState, xs: tuple[Any, Any, jax.Array | None]) -> tuple[OptState, Aux]:
+    def step(self, opt: OptState,
+             xs: tuple[Any, Any, jax.Array | None]) -> tuple[OptState, jax.Array | None]:
         """One minibatch (packed ``[mb, F]`` rows or ``[T, b, F]`` sequences): gradient,
         mean over the data-parallel devices, clip, Adam. Returns the aux measured before
-        the step (empty unless it is used)."""
+        the step, its values stacked (None unless it is used)."""
         packed, carry, key = xs
         seq = carry is not None
         mb = unpack(packed, self.template, batch_ndim=2 if seq else 1)
@@ -277,15 +281,19 @@ class _Loop:
         grads, aux = self.grads(opt.params, mb, key)
         grads = self.setup.layout.pmean(grads)
         updates, opt_state = self.tx.update(grads, opt.opt_state, opt.params)
-        used = aux if (self.measure or self.stop_kl is not None) else {}
+        # the aux as one vector: one write into the scan's outputs per step, not one per value
+        used = jnp.stack(jax.tree.leaves(aux)) if (self.measure or self.stop_kl is not None) \
+            else None
         return OptState(optax.apply_updates(opt.params, updates), opt_state), used
 
     def run_epoch(self, batch: Any, carry: Any, opt: OptState, perm: jax.Array,
                   keys: jax.Array | None) -> tuple[OptState, Aux]:
         """One epoch; the aux averaged over its minibatches."""
         packed, carries = minibatches(self.setup.cfg, batch, carry, perm)
-        opt, aux = lax.scan(self.step, opt, (packed, carries, keys))
-        return opt, jax.tree.map(lambda a: jnp.mean(a, axis=0), aux)
+        opt, stacked = lax.scan(self.step, opt, (packed, carries, keys))
+        if stacked is None:
+            return opt, {}
+        return opt, jax.tree.unflatten(self.aux_tree, list(jnp.mean(stacked, axis=0)))
 
     def shared_kl(self, kl: jax.Array) -> jax.Array:
         """This device's KL -> the run's: the mean over data-parallel devices, or under
