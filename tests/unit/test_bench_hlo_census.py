@@ -63,6 +63,9 @@ def test_cartpole_chunk_sgd_and_rollout_steps_are_found():
     assert rollout["trip_count"] == 128  # num_steps
     # the forward (6) and backward (up to 10) products of two 3-layer MLPs; XLA may turn a
     # one-column product into a reduction, so not exactly 16
-    assert sgd["dots"] >= 12 and rollout["dots"] >= 3
+    assert sgd["dots"] >= 12
+    # the rollout runs the actor alone on 4 rows: its 4-wide input layer and 2-wide head are
+    # multiply-and-sum fusions (nets/torso.dense on few rows), so its 64x64 layer is the dot
+    assert rollout["dots"] >= 1
     assert sgd["thunks"] >= sgd["fusions"] + sgd["copies"] > 0
     assert res["minibatch_rows"] == 128
