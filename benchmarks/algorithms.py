@@ -104,10 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--machine", default=None, help="results folder name")
     args = parser.parse_args(argv)
 
-    from ppox._platform import use_unrolled_threefry_on_cpu, use_wide_cpu_vectors
+    from ppox._platform import use_ppox_cpu_setup
 
-    use_wide_cpu_vectors()  # as `ppox train` does
-    use_unrolled_threefry_on_cpu()
+    use_ppox_cpu_setup()  # as `ppox train` does
     rows = [train(env, algo, args.seeds) for env in args.envs for algo in args.algos]
     out = results_dir(args.machine)
     save_json(out / "algorithms.json", {"command": argv_string(), "machine": machine_info(),

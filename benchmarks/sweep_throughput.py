@@ -52,12 +52,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """Runs in a subprocess whose XLA_FLAGS fix the device count; returns the measurements."""
     import jax
 
-    from ppox._platform import use_unrolled_threefry_on_cpu, use_wide_cpu_vectors
+    from ppox._platform import use_ppox_cpu_setup
     from ppox.config import HParams, PPOConfig
     from ppox.host.run import train_runs
 
-    use_wide_cpu_vectors()  # as ppox sweep does
-    use_unrolled_threefry_on_cpu()
+    use_ppox_cpu_setup()  # as ppox sweep does
     from ppox.sweep import parse_spec, run_sweep
 
     cfg = PPOConfig(env_id="CartPole-v1", num_envs=4, num_steps=128,

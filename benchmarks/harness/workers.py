@@ -63,15 +63,13 @@ def worker_platform(env_id: str, multi_device: bool = False) -> None:
     from ppox._platform import (
         apply_env_cpu_xla_flags,
         use_every_cpu_core,
-        use_unrolled_threefry_on_cpu,
-        use_wide_cpu_vectors,
+        use_ppox_cpu_setup,
     )
 
     apply_env_cpu_xla_flags(env_id)
     if multi_device:
         use_every_cpu_core()
-    use_wide_cpu_vectors()
-    use_unrolled_threefry_on_cpu()
+    use_ppox_cpu_setup()
 
 
 def run_json_process(cmd: Sequence[str], *, timeout: float | None = None,

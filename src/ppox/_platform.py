@@ -71,17 +71,11 @@ def apply_env_cpu_xla_flags(env_id: str) -> tuple[str, ...]:
     already sets. ``ppox train`` and ``ppox sweep`` call it; library users can call it
     first thing, or set the flags themselves.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    platforms = os.environ.get("JAX_PLATFORMS", "")
-    if os.environ.get("PPOX_ENV_XLA_FLAGS") == "0" or (platforms and "cpu" not in platforms):
+    if os.environ.get("PPOX_ENV_XLA_FLAGS") == "0":
         return ()
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
-        return ()
-    added = tuple(f for f in env_cpu_xla_flags(env_id) if f.split("=")[0] not in flags)
-    if added:
-        os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+    added = tuple(f for f in env_cpu_xla_flags(env_id)
+                  if _may_set_cpu_xla_flag(f.split("=")[0].lstrip("-")))
+    _add_xla_flags(*added)
     return added
 
 
@@ -115,8 +109,16 @@ def use_wide_cpu_vectors() -> int:
     width = int(want) if want else (512 if cpu_has_avx512() else 0)
     if width <= 0:
         return 0
-    _add_xla_flag("xla_cpu_prefer_vector_width", width)
+    _add_xla_flags(f"--xla_cpu_prefer_vector_width={width}")
     return width
+
+
+def use_ppox_cpu_setup() -> None:
+    """What every ``ppox`` command sets up before JAX starts, the device count aside:
+    512-bit vectors on an AVX-512 CPU (``use_wide_cpu_vectors``) and the unrolled threefry
+    lowering (``use_unrolled_threefry_on_cpu``). Benchmarks call it to run as ppox does."""
+    use_wide_cpu_vectors()
+    use_unrolled_threefry_on_cpu()
 
 
 def _may_set_cpu_xla_flag(name: str) -> bool:
@@ -131,8 +133,10 @@ def _may_set_cpu_xla_flag(name: str) -> bool:
     return not xla_bridge.backends_are_initialized()
 
 
-def _add_xla_flag(name: str, value: object) -> None:
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{name}={value}".strip()
+def _add_xla_flags(*flags: str) -> None:
+    """Appends ``flags`` (``--name=value`` each) to ``XLA_FLAGS``."""
+    if flags:
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
 
 
 def use_every_cpu_core() -> int:
@@ -149,7 +153,7 @@ def use_every_cpu_core() -> int:
     n = int(want) if want else len(os.sched_getaffinity(0))
     if n <= 1:
         return 0
-    _add_xla_flag("xla_force_host_platform_device_count", n)
+    _add_xla_flags(f"--xla_force_host_platform_device_count={n}")
     return n
 
 
@@ -224,7 +228,7 @@ def compile_cache_counts() -> tuple[int, int, int]:
     return _CACHE_EVENTS["requests"], _CACHE_EVENTS["hits"], _CACHE_EVENTS["programs"]
 
 
-def compile_cache_note(before: tuple[int, int]) -> str:
+def compile_cache_note(before: tuple[int, int, int]) -> str:
     """What the compiles since ``before`` (a ``compile_cache_counts()``) were: ``"from the
     compilation cache"``, ``"compiled, now cached"``, a mix, ``"compile cache off"``, or
     ``""`` when nothing was compiled (programs reused in this process)."""

@@ -22,8 +22,7 @@ from typing import NoReturn
 from ppox._platform import (
     enable_compile_cache,
     use_every_cpu_core,
-    use_unrolled_threefry_on_cpu,
-    use_wide_cpu_vectors,
+    use_ppox_cpu_setup,
 )
 from ppox.cli.args import resolve_train_args
 from ppox.config import ConfigError
@@ -132,8 +131,7 @@ def _main(argv: list[str]) -> int:
 
     _quiet_library_logs()
     use_every_cpu_core()
-    use_wide_cpu_vectors()
-    use_unrolled_threefry_on_cpu()
+    use_ppox_cpu_setup()
     if NO_COMPILE_CACHE in argv:  # a flag of every command
         argv = [a for a in argv if a != NO_COMPILE_CACHE]
     else:
