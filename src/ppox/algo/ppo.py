@@ -129,8 +129,7 @@ def objective(ctx: UpdateContext) -> Objective:
     return Objective(loss=lambda p, mb, key: ppo_loss(ctx, p, mb, key),
                      actor=lambda p, mb, key: actor_terms(ctx, p, mb, key),
                      critic=lambda p, mb: critic_terms(ctx, p, mb),
-                     combine=lambda parts: with_total(ctx, {k: v for k, v in parts.items()
-                                                            if k != "loss"}))
+                     combine=lambda parts: with_total(ctx, parts))
 
 
 def entropy_keys(ctx: UpdateContext, key: jax.Array) -> jax.Array | None:

@@ -28,6 +28,7 @@ from ppox.algo.base import AlgoSetup, Metrics, Rollout, UpdateContext, refuse
 from ppox.algo.ppo import (
     Batch,
     check_sequences,
+    critic_terms,
     diagnostic_key,
     entropy_keys,
     gae_of,
@@ -96,12 +97,8 @@ def objective(ctx: UpdateContext, beta: jax.Array) -> Objective:
         return pg_loss + beta * kl - hp.ent_coef * entropy, {
             "pg_loss": pg_loss, "kl": kl, "entropy": entropy, "approx_kl": approx_kl}
 
-    def critic(p: Params, mb: Batch) -> tuple[jax.Array, Metrics]:
-        v_loss = value_term(ctx, p, mb)
-        return hp.vf_coef * v_loss, {"v_loss": v_loss}
-
     return Objective(loss=lambda p, mb, key: kl_loss(ctx, beta, p, mb, key), actor=actor,
-                     critic=critic)
+                     critic=lambda p, mb: critic_terms(ctx, p, mb))
 
 
 def with_behaviour(ctx: UpdateContext, batch: Batch, params: Params, carry: Any) -> Batch:

@@ -82,6 +82,7 @@ class Objective:
     critic: Callable[[Params, Any], tuple[jax.Array, Aux]] | None = None
     combine: Callable[[Aux], Aux] | None = None
 
+
 def flat_params(params: Params) -> tuple[jax.Array, Any]:
     """The parameter pytree as one flat float32 vector, and the function that undoes it."""
     return ravel_pytree(params)
@@ -247,6 +248,11 @@ class _Loop:
     stop_kl: Any
     aux_tree: Any = None  # the aux's structure (its values are scalars, stacked per step)
 
+    @property
+    def uses_aux(self) -> bool:
+        """Whether the steps keep the loss's aux: to report it, or for the KL stop."""
+        return self.measure or self.stop_kl is not None
+
     def grads(self, flat: jax.Array, mb: Any, key: jax.Array | None) -> tuple[jax.Array, Aux]:
         """The gradient of this device's loss and the loss's aux (under network splitting:
         this device's network's part of it, zeros for the other's)."""
@@ -260,7 +266,7 @@ class _Loop:
 
     def zero_aux(self, flat: jax.Array, carry: Any, keys: jax.Array | None) -> Aux:
         """Zeros shaped like the aux (traced on the template minibatch: shapes only)."""
-        if not (self.measure or self.stop_kl is not None):
+        if not self.uses_aux:
             return {}
         mb = self.template if carry is None else self.template.replace(
             carry=jax.tree.map(lambda c: c[:1], carry))
@@ -282,8 +288,7 @@ class _Loop:
         grads = self.setup.layout.pmean(grads)
         updates, opt_state = self.tx.update(grads, opt.opt_state, opt.params)
         # the aux as one vector: one write into the scan's outputs per step, not one per value
-        used = jnp.stack(jax.tree.leaves(aux)) if (self.measure or self.stop_kl is not None) \
-            else None
+        used = jnp.stack(jax.tree.leaves(aux)) if self.uses_aux else None
         return OptState(optax.apply_updates(opt.params, updates), opt_state), used
 
     def run_epoch(self, batch: Any, carry: Any, opt: OptState, perm: jax.Array,

@@ -81,9 +81,14 @@ class SplitParams:
                  lambda o: critic_loss(self.unravel_critic(o[:self.critic_size]))]
         shapes = [jax.eval_shape(f, own)[1] for f in parts]  # traced for shapes only
         zeros = {k: jnp.zeros(v.shape, v.dtype) for shape in shapes for k, v in shape.items()}
-        padded = [lambda o, f=f: (lambda total, aux: (total, {**zeros, **aux}))(*f(o))
-                  for f in parts]
-        return lax.switch(self.role(), padded, own)
+
+        def padded(part: Any) -> Any:
+            def run(o: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+                total, aux = part(o)
+                return total, {**zeros, **aux}
+            return run
+
+        return lax.switch(self.role(), [padded(f) for f in parts], own)
 
 
 def clip_by_global_norm_across(max_norm: Any, axis_name: str) -> optax.GradientTransformation:
