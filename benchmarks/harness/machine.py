@@ -70,9 +70,7 @@ def machine_name() -> str:
             return _slug(getattr(dev, "device_kind", dev.platform))
     except Exception:  # no backend: fall back to the CPU description
         pass
-    from ppox._platform import cpu_has_avx512
-
-    isa = "-avx512" if cpu_has_avx512() else ""
+    isa = "-avx512" if _cpu_avx512() else ""
     return f"cpu-{_cpu_count()}core-{_slug(_cpu_model())}{isa}"
 
 

@@ -31,7 +31,6 @@ import json
 import os
 import pickle
 import sys
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -260,20 +259,16 @@ def _decode(blob: bytes) -> tuple[Program, Program]:
 def store(key: str, programs: tuple[Program, Program]) -> None:
     """Writes ``programs`` under ``key``, atomically: a failed write leaves nothing (the
     cache only saves time; a later run traces again)."""
+    from ppox.host.configfile import atomic_write
+
     directory = cache_dir()
     if directory is None:
         return
-    tmp = directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
+    with contextlib.suppress(Exception):  # atomic_write leaves nothing behind
         payload = pickle.dumps(programs)
         blob = FORMAT + b" " + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(blob)
-        os.replace(tmp, directory / f"{key}.programs")
+        atomic_write(directory / f"{key}.programs", lambda f: f.write(blob))
         _evict(directory)
-    except Exception:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def _evict(directory: Path) -> None:
