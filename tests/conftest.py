@@ -11,6 +11,11 @@ os.environ.setdefault("PPOX_CPU_DEVICES", "1")
 # would make what a test traces and compiles depend on earlier runs: off, except where a test
 # turns it on (tests/integration/test_compile_cache.py)
 os.environ.setdefault("PPOX_PROGRAM_CACHE", "0")
+# XLA's own vector width in every test process: an in-process `ppox` command run before the
+# process's first JAX computation would otherwise start the backend with 512-bit vectors
+# (ppox._platform.use_wide_cpu_vectors), and which test comes first in a worker would move the
+# pinned numbers' rounding (tests/integration/test_pinned.py)
+os.environ.setdefault("PPOX_CPU_VECTOR_WIDTH", "0")
 
 # What `ppox train` sets up (the unrolled threefry lowering on CPU: same bits, faster).
 from ppox._platform import use_unrolled_threefry_on_cpu

@@ -5,7 +5,8 @@ the network-splitting machinery. This module builds the jitted programs.
 
 Batched programs over seeds / hyperparameters, split across the local devices.
 
-``batched_jit(fn, in_axes)`` vmaps ``fn`` over a leading batch axis and, when the batch
+``batched_jit(fn, in_axes)`` vmaps ``fn`` over a leading batch axis (a single run goes through
+``fn`` without a vmap: ``vmap_runs``) and, when the batch
 divides evenly across ``jax.local_devices()``, runs it under ``shard_map`` so each device
 trains its own slice of runs with no communication at all. On a CPU host, XLA runs these
 small programs on one thread per device, so
@@ -19,11 +20,13 @@ their outputs back on the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -65,6 +68,25 @@ def _mesh(devices: Sequence[jax.Device] | None, n: int, axis: str) -> Mesh:
                 (axis,))
 
 
+def vmap_runs(fn: Callable[..., Any], in_axes: Sequence[int | None],
+              size: int) -> Callable[..., Any]:
+    """``jax.vmap(fn, in_axes)`` over a batch of ``size`` runs; for one run, ``fn`` on the
+    run's slice with the batch axis put back on every output instead. The same values, but
+    a size-1 vmap leaves a batch dimension of 1 on every op, which XLA's CPU backend
+    compiles to slower programs (1024 CartPole envs: ~8% fewer env steps/s)."""
+    if size != 1:
+        return jax.vmap(fn, in_axes=tuple(in_axes))
+
+    @functools.wraps(fn)  # jit names the program after fn (the sweep counts its traces)
+    def one(*args: Any) -> Any:
+        sliced = [a if ax is None else
+                  jax.tree.map(lambda x, ax=ax: lax.index_in_dim(x, 0, ax, keepdims=False), a)
+                  for a, ax in zip(args, in_axes, strict=True)]
+        return jax.tree.map(lambda x: x[None], fn(*sliced))
+
+    return one
+
+
 def batched_jit(fn: Callable[..., Any], in_axes: Sequence[int | None], batch: int,
                 donate_argnums: tuple[int, ...] = (),
                 devices: Sequence[jax.Device] | None = None) -> Callable[..., Any]:
@@ -76,8 +98,8 @@ def batched_jit(fn: Callable[..., Any], in_axes: Sequence[int | None], batch: in
     ``ppox.parallel.distributed.initialize`` splits the batch across every process (which
     must divide it) -- its inputs placed by ``shard_batch`` or ``shard_local_batch``.
     """
-    vfn = jax.vmap(fn, in_axes=tuple(in_axes))
     n_dev = device_count_for(batch, devices)
+    vfn = vmap_runs(fn, in_axes, batch // n_dev)
     if n_dev == 1:
         return jax.jit(vfn, donate_argnums=donate_argnums)
     mesh = _mesh(devices, n_dev, AXIS)
@@ -250,4 +272,5 @@ __all__ = [
     "shard_devices",
     "shard_local_batch",
     "spans_processes",
+    "vmap_runs",
 ]
