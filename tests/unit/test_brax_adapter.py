@@ -170,3 +170,22 @@ def test_auto_reset_is_refused_off_brax_and_playground():
                                           "playground envs only"):
         PPOConfig(env_id="CartPole-v1", auto_reset="first_state").validate()
     PPOConfig(env_id="brax/inverted_pendulum", auto_reset="first_state").validate()
+
+
+def test_the_observation_shape_comes_from_one_abstract_trace_kept_for_the_programs(
+        monkeypatch):
+    """brax's ``observation_size`` runs the reset op by op (seconds of small compiles on a
+    fresh process); ``make_brax`` reads the shape from a trace instead, and the programs
+    reuse that trace."""
+    base = type(brax_envs().get_environment("inverted_pendulum", backend="spring"))
+
+    def eager(self):
+        raise AssertionError("observation_size runs the reset eagerly")
+
+    monkeypatch.setattr(base, "observation_size", property(eager))
+    env = make_brax("brax/inverted_pendulum", "spring")
+    assert env.spec.obs_shape == (4,) and env.spec.action_space.low.shape == (1,)
+    assert len(env._reset._cache) == 1  # the trace the shape came from
+    obs, _ = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 3))
+    assert obs.shape == (3, 4) and len(env._reset._cache) == 1  # reused, not traced again
+    assert make_brax("brax/humanoid", "spring").spec.obs_shape == (244,)

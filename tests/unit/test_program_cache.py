@@ -93,3 +93,39 @@ def test_the_newest_entries_are_kept(cache_on, monkeypatch):
 def test_source_digest_covers_every_module():
     digest = pc.source_digest()
     assert len(digest) == 64 and digest == pc.source_digest()
+
+
+def _small_programs():
+    """A tiny init and chunk, as ``export_and_compile`` takes them."""
+    import jax.numpy as jnp
+
+    init = jax.jit(lambda key, scale: {"w": jnp.ones(3) * scale})
+    chunk = jax.jit(lambda state, scale, n: ({"w": state["w"] * scale + n}, state["w"].sum()))
+    state = jax.eval_shape(init, jnp.zeros(2, jnp.uint32), 1.0)
+    return (init, (jnp.zeros(2, jnp.uint32), jnp.float32(2.0))), \
+        (chunk, (state, jnp.float32(2.0), jnp.int32(1)))
+
+
+def test_a_program_jax_export_cannot_take_is_not_kept(cache_on, monkeypatch):
+    real_export = pc.export_program
+
+    def export_program(name, *args, **kw):
+        if name == "chunk":
+            raise NotImplementedError("a custom call jax.export does not know")
+        return real_export(name, *args, **kw)
+
+    monkeypatch.setattr(pc, "export_program", export_program)
+    init, chunk = _small_programs()
+    assert pc.export_and_compile("k", init, chunk) is None  # the caller compiles as usual
+    assert not (cache_on / "k.programs").exists()
+
+
+def test_a_compile_error_is_not_taken_for_an_export_failure(cache_on, monkeypatch):
+    def compile_program(program, args):
+        raise RuntimeError("XLA failed")
+
+    monkeypatch.setattr(pc, "compile_program", compile_program)
+    init, chunk = _small_programs()
+    with pytest.raises(RuntimeError, match="XLA failed"):
+        pc.export_and_compile("k", init, chunk)
+    assert not (cache_on / "k.programs").exists()

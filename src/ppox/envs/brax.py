@@ -119,11 +119,13 @@ class BraxEnv:
     action_repeat: int
     auto_reset: str = "fresh"  # or "first_state" (module docstring)
     # the env's reset, traced once and reused by every program that resets (init, the
-    # auto-reset in the training step, evaluation): a Playground reset takes seconds to trace
-    _reset: CachedTrace = field(init=False, repr=False)
+    # auto-reset in the training step, evaluation): a Playground reset takes seconds to
+    # trace. ``make_brax`` passes the trace it read the observation's shape from.
+    _reset: CachedTrace | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_reset", CachedTrace(self.env.reset))
+        if self._reset is None:
+            object.__setattr__(self, "_reset", CachedTrace(self.env.reset))
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, BraxEnvState]:
         inner = self._reset(key)
@@ -205,18 +207,22 @@ def make_brax(env_id: str, backend: str = "spring", episode_length: int = 1000,
     name = env_id.removeprefix(BRAX_PREFIX)
     with _quiet():
         env = brax_envs().get_environment(name, backend=backend)
-    obs_size = env.observation_size
-    if not isinstance(obs_size, int):
+    # the observation's shape from one abstract trace of the reset, kept for the programs:
+    # brax's ``env.observation_size`` runs the reset op by op, ~140 small XLA compiles
+    # (3.5 s for inverted_pendulum)
+    reset = CachedTrace(env.reset)
+    obs = jax.eval_shape(reset, jax.ShapeDtypeStruct((2,), jnp.uint32)).obs
+    if not isinstance(obs, jax.ShapeDtypeStruct):
         raise ValueError(f"{env_id}: dict observations are not supported")
     spec = EnvSpec(
         env_id=env_id,
-        obs_shape=(int(obs_size),),
+        obs_shape=(int(obs.shape[-1]),),
         action_space=Box(low=-np.ones(env.action_size, np.float32),
                          high=np.ones(env.action_size, np.float32)),
         max_episode_steps=-(-episode_length // action_repeat),
     )
     return BraxEnv(spec=spec, env=env, episode_length=episode_length,
-                   action_repeat=action_repeat, auto_reset=auto_reset)
+                   action_repeat=action_repeat, auto_reset=auto_reset, _reset=reset)
 
 
 def render_html(env: BraxEnv, states: Any, length: int) -> str:
