@@ -40,6 +40,7 @@ from typing import Any
 import jax
 
 PROGRAM_CACHE_ENV = "PPOX_PROGRAM_CACHE"  # "0": off
+INIT_OPT_ENV = "PPOX_OPTIMIZE_INIT"  # "1": the init compiles with XLA's default options
 FORMAT = b"ppox-programs 2"
 MAX_ENTRIES = 32
 # the libraries a training program is traced through (its env's included); with ppox's own
@@ -166,6 +167,25 @@ def export_program(name: str, fn: Callable[..., Any], args: tuple[Any, ...],
     return Program(name, bytes(exported.serialize()), in_tree, out_trees[0], donate)
 
 
+# XLA's options for the init program on a CPU: it runs once, so LLVM's optimizations are not
+# worth their compile time there (README, "Platform set-up")
+CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def compiler_options(name: str) -> dict[str, Any] | None:
+    """The XLA options program ``name`` (``init``, ``chunk``) compiles with: for the init on
+    the CPU backend ``CPU_INIT_COMPILER_OPTIONS`` (unless ``PPOX_OPTIMIZE_INIT=1``), else
+    XLA's defaults (None)."""
+    if name == "init" and jax.default_backend() == "cpu" and os.environ.get(INIT_OPT_ENV) != "1":
+        return dict(CPU_INIT_COMPILER_OPTIONS)
+    return None
+
+
+def compile_lowered(name: str, lowered: Any) -> Any:
+    """``lowered.compile()`` with ``compiler_options(name)``."""
+    return lowered.compile(compiler_options=compiler_options(name))
+
+
 def compile_program(program: Program, args: tuple[Any, ...]) -> Compiled:
     """``program`` compiled for ``args`` (arrays or shape structs, placed as exported)."""
     from jax import export
@@ -176,9 +196,8 @@ def compile_program(program: Program, args: tuple[Any, ...]) -> Compiled:
         return exported.call(*xs)
 
     call.__name__ = call.__qualname__ = program_name(program.name)
-    compiled = jax.jit(call, donate_argnums=program.donate).lower(
-        *jax.tree.leaves(args)).compile()
-    return Compiled(compiled, program.in_tree, program.out_tree)
+    lowered = jax.jit(call, donate_argnums=program.donate).lower(*jax.tree.leaves(args))
+    return Compiled(compile_lowered(program.name, lowered), program.in_tree, program.out_tree)
 
 
 def _compile_pair(init: Program, init_args: tuple[Any, ...], chunk: Program,

@@ -464,8 +464,8 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
             return programs
     init_low = init_fn.lower(keys, hp)
     with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
-        init_future = pool.submit(init_low.compile)
-        chunk_c = chunk_fn.lower(state_shape, hp, steps).compile()
+        init_future = pool.submit(program_cache.compile_lowered, "init", init_low)
+        chunk_c = program_cache.compile_lowered("chunk", chunk_fn.lower(state_shape, hp, steps))
         return init_future.result(), chunk_c
 
 
