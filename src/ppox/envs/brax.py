@@ -211,7 +211,7 @@ def make_brax(env_id: str, backend: str = "spring", episode_length: int = 1000,
     # brax's ``env.observation_size`` runs the reset op by op, ~140 small XLA compiles
     # (3.5 s for inverted_pendulum)
     reset = CachedTrace(env.reset)
-    obs = jax.eval_shape(reset, jax.ShapeDtypeStruct((2,), jnp.uint32)).obs
+    obs = jax.eval_shape(reset, jax.eval_shape(jax.random.PRNGKey, 0)).obs  # a key's shape
     if not isinstance(obs, jax.ShapeDtypeStruct):
         raise ValueError(f"{env_id}: dict observations are not supported")
     spec = EnvSpec(
