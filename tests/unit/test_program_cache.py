@@ -121,7 +121,7 @@ def test_a_program_jax_export_cannot_take_is_not_kept(cache_on, monkeypatch):
 
 
 def test_a_compile_error_is_not_taken_for_an_export_failure(cache_on, monkeypatch):
-    def compile_program(program, args):
+    def compile_program(program, args, options=None):
         raise RuntimeError("XLA failed")
 
     monkeypatch.setattr(pc, "compile_program", compile_program)
@@ -133,28 +133,38 @@ def test_a_compile_error_is_not_taken_for_an_export_failure(cache_on, monkeypatc
 
 def test_the_init_compiles_without_llvm_optimizations_on_a_cpu(monkeypatch):
     assert jax.default_backend() == "cpu"
-    assert pc.compiler_options("init") == {"xla_backend_optimization_level": 0}
-    assert pc.compiler_options("chunk") is None  # the training program: XLA's defaults
+    o0 = {"xla_backend_optimization_level": 0}
+    assert pc.init_compiler_options("CartPole-v1") == o0
+    assert pc.init_compiler_options("brax/ant") == o0
+    # a Playground reset can settle for hundreds of physics steps: its init stays optimized
+    assert pc.init_compiler_options("playground/CheetahRun") is None
     monkeypatch.setenv(pc.INIT_OPT_ENV, "1")
-    assert pc.compiler_options("init") is None
+    assert pc.init_compiler_options("CartPole-v1") is None
 
 
 @pytest.mark.parametrize("program_cache", ["0", "1"])
 def test_every_compile_path_gives_the_init_its_options_and_right_numbers(
         program_cache, cache_on, monkeypatch):
-    """The init compiled with the CPU options, on the path that compiles the traced program
-    (program cache off) and on the one that compiles the exported module; its numbers
-    (after two Adam updates, which scale up a rounding difference where a gradient is near
-    zero) agree with the fully optimized init's to 1e-5."""
+    """What XLA is given, on the path that compiles the traced programs (program cache off)
+    and on the one that compiles the exported modules: the init the CPU options, the chunk
+    XLA's defaults. The init's numbers (after two Adam updates, which scale up a rounding
+    difference where a gradient is near zero) agree with the optimized init's to 1e-5."""
+    import re
+
     import numpy as np
 
     from ppox.config import HParams
     from ppox.host import run as run_module
 
-    asked: list[tuple[str, object]] = []
-    real = pc.compiler_options
-    monkeypatch.setattr(pc, "compiler_options",
-                        lambda name: asked.append((name, real(name))) or real(name))
+    given: list[tuple[str, object]] = []
+    real_compile = jax.stages.Lowered.compile
+
+    def compile(self, compiler_options=None):
+        module = re.search(r"module @(\S+)", self.as_text()).group(1)
+        given.append(("chunk" if "chunk" in module else "init", compiler_options))
+        return real_compile(self, compiler_options)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", compile)
     monkeypatch.setenv(pc.PROGRAM_CACHE_ENV, program_cache)
     cfg = PPOConfig(num_envs=4, num_steps=8, total_timesteps=4 * 8 * 2, update_epochs=1,
                     num_minibatches=1)
@@ -165,7 +175,7 @@ def test_every_compile_path_gives_the_init_its_options_and_right_numbers(
         result = run_module.train_runs(cfg, [HParams()], [3], progress_chunks=1)
         params.append([np.asarray(x) for x in jax.tree.leaves(result.state.params)])
     # (each pair in either order: the init compiles in a thread beside the chunk)
-    assert sorted(asked[:2], key=str) == [("chunk", None), ("init", pc.CPU_INIT_COMPILER_OPTIONS)]
-    assert sorted(asked[2:], key=str) == [("chunk", None), ("init", None)]
+    assert sorted(given[:2], key=str) == [("chunk", None), ("init", pc.CPU_INIT_COMPILER_OPTIONS)]
+    assert sorted(given[2:], key=str) == [("chunk", None), ("init", None)]
     for fast, optimized in zip(*params, strict=True):
         np.testing.assert_allclose(fast, optimized, rtol=1e-5, atol=1e-5)

@@ -168,26 +168,27 @@ def export_program(name: str, fn: Callable[..., Any], args: tuple[Any, ...],
 
 
 # XLA's options for the init program on a CPU: it runs once, so LLVM's optimizations are not
-# worth their compile time there (README, "Platform set-up")
+# worth their compile time there, unless the env's reset runs long (README, "Platform set-up")
 CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+# env id prefixes whose init runs the reset for long: a Playground reset can settle for
+# hundreds of physics steps (CheetahRun's init ran 17.5 s unoptimized against 8.9 s)
+_LONG_RESETS = ("playground/",)
 
 
-def compiler_options(name: str) -> dict[str, Any] | None:
-    """The XLA options program ``name`` (``init``, ``chunk``) compiles with: for the init on
-    the CPU backend ``CPU_INIT_COMPILER_OPTIONS`` (unless ``PPOX_OPTIMIZE_INIT=1``), else
-    XLA's defaults (None)."""
-    if name == "init" and jax.default_backend() == "cpu" and os.environ.get(INIT_OPT_ENV) != "1":
+def init_compiler_options(env_id: str) -> dict[str, Any] | None:
+    """The XLA options the init program compiles with: ``CPU_INIT_COMPILER_OPTIONS`` on the
+    CPU backend, for an env whose reset is quick (not Playground), unless
+    ``PPOX_OPTIMIZE_INIT=1``; else XLA's defaults (None). The chunk always has XLA's."""
+    if (jax.default_backend() == "cpu" and not env_id.startswith(_LONG_RESETS)
+            and os.environ.get(INIT_OPT_ENV) != "1"):
         return dict(CPU_INIT_COMPILER_OPTIONS)
     return None
 
 
-def compile_lowered(name: str, lowered: Any) -> Any:
-    """``lowered.compile()`` with ``compiler_options(name)``."""
-    return lowered.compile(compiler_options=compiler_options(name))
-
-
-def compile_program(program: Program, args: tuple[Any, ...]) -> Compiled:
-    """``program`` compiled for ``args`` (arrays or shape structs, placed as exported)."""
+def compile_program(program: Program, args: tuple[Any, ...],
+                    options: dict[str, Any] | None = None) -> Compiled:
+    """``program`` compiled for ``args`` (arrays or shape structs, placed as exported) with
+    XLA's ``options`` (None: the defaults)."""
     from jax import export
 
     exported = export.deserialize(bytearray(program.module))
@@ -197,21 +198,24 @@ def compile_program(program: Program, args: tuple[Any, ...]) -> Compiled:
 
     call.__name__ = call.__qualname__ = program_name(program.name)
     lowered = jax.jit(call, donate_argnums=program.donate).lower(*jax.tree.leaves(args))
-    return Compiled(compile_lowered(program.name, lowered), program.in_tree, program.out_tree)
+    return Compiled(lowered.compile(compiler_options=options), program.in_tree,
+                    program.out_tree)
 
 
 def _compile_pair(init: Program, init_args: tuple[Any, ...], chunk: Program,
-                  chunk_args: Callable[[], tuple[Any, ...]]) -> tuple[Compiled, Compiled]:
+                  chunk_args: Callable[[], tuple[Any, ...]],
+                  init_options: dict[str, Any] | None) -> tuple[Compiled, Compiled]:
     """Both programs, the init's compile in a thread (XLA releases the GIL) beside the
     chunk's."""
     with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
-        init_future = pool.submit(compile_program, init, init_args)
+        init_future = pool.submit(compile_program, init, init_args, init_options)
         chunk_c = compile_program(chunk, chunk_args())
         return init_future.result(), chunk_c
 
 
 def export_and_compile(key: str, init: tuple[Callable[..., Any], tuple[Any, ...]],
-                       chunk: tuple[Callable[..., Any], tuple[Any, ...]]
+                       chunk: tuple[Callable[..., Any], tuple[Any, ...]],
+                       init_options: dict[str, Any] | None = None
                        ) -> tuple[Compiled, Compiled] | None:
     """Exports the init and the chunk (``(jitted function, arguments)`` each; the chunk
     donates its first argument), compiles them from the exported modules and stores those
@@ -221,13 +225,14 @@ def export_and_compile(key: str, init: tuple[Callable[..., Any], tuple[Any, ...]
                     export_program("chunk", *chunk, donate_arg=0))
     except Exception:  # e.g. a custom call jax.export does not know: compile as usual
         return None
-    compiled = _compile_pair(programs[0], init[1], programs[1], lambda: chunk[1])
+    compiled = _compile_pair(programs[0], init[1], programs[1], lambda: chunk[1],
+                             init_options)
     store(key, programs)
     return compiled
 
 
-def load(key: str, init_args: tuple[Any, ...], state_sharding: Any,
-         steps: Any) -> tuple[Compiled, Compiled] | None:
+def load(key: str, init_args: tuple[Any, ...], state_sharding: Any, steps: Any,
+         init_options: dict[str, Any] | None = None) -> tuple[Compiled, Compiled] | None:
     """The programs stored under ``key`` compiled (from JAX's cache when it has them) for
     the init's ``init_args = (keys, hp)``, the chunk's ``(state, hp, steps)`` with the
     state's leaves placed by ``state_sharding`` (the init's outputs); None if there are
@@ -261,7 +266,7 @@ def load(key: str, init_args: tuple[Any, ...], state_sharding: Any,
                                  sharding=state_sharding) for a in outs])
         return state, hp, steps
 
-    return _compile_pair(init, init_args, chunk, chunk_args)
+    return _compile_pair(init, init_args, chunk, chunk_args, init_options)
 
 
 def _decode(blob: bytes) -> tuple[Program, Program]:

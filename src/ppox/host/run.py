@@ -444,14 +444,16 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
     (``ppox.host.program_cache``: nothing traced), else they are traced once, exported,
     compiled and kept there. XLA compiles the init in a thread (it releases the GIL) while
     the chunk is traced, lowered from the init's output shapes (``program_inputs``) and
-    compiled here (README, "Compile time against Brax's trainer")."""
+    compiled here (README, "Compile time against Brax's trainer"); the init with
+    ``program_cache.init_compiler_options`` (on a CPU, unoptimized: it runs once)."""
+    init_options = program_cache.init_compiler_options(cfg.env_id)
     key = program_cache.key_for(
         {"programs": "init, chunk", "settings": program_cache.describe(cfg, layout),
          "chunk_size": chunk_size, "num_runs": num_runs}, devices)
     steps = _steps(chunk_size, devices)
     if key is not None:
         keys, hp, sharding = program_placeholders(num_runs, layout, devices)
-        stored = program_cache.load(key, (keys, hp), sharding, steps)
+        stored = program_cache.load(key, (keys, hp), sharding, steps, init_options)
         if stored is not None:
             count_program_cache_hit()
             return stored
@@ -459,13 +461,13 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
                                                               layout, devices)
     if key is not None:
         programs = program_cache.export_and_compile(
-            key, (init_fn, (keys, hp)), (chunk_fn, (state_shape, hp, steps)))
+            key, (init_fn, (keys, hp)), (chunk_fn, (state_shape, hp, steps)), init_options)
         if programs is not None:
             return programs
     init_low = init_fn.lower(keys, hp)
     with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
-        init_future = pool.submit(program_cache.compile_lowered, "init", init_low)
-        chunk_c = program_cache.compile_lowered("chunk", chunk_fn.lower(state_shape, hp, steps))
+        init_future = pool.submit(lambda: init_low.compile(compiler_options=init_options))
+        chunk_c = chunk_fn.lower(state_shape, hp, steps).compile()
         return init_future.result(), chunk_c
 
 
