@@ -202,15 +202,21 @@ def compile_program(program: Program, args: tuple[Any, ...],
                     program.out_tree)
 
 
+def init_beside_chunk(init: Callable[[], Any], chunk: Callable[[], Any]) -> tuple[Any, Any]:
+    """``(init(), chunk())``, the init's compile in a thread (XLA releases the GIL) while
+    this one compiles the chunk."""
+    with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
+        init_future = pool.submit(init)
+        chunk_c = chunk()
+        return init_future.result(), chunk_c
+
+
 def _compile_pair(init: Program, init_args: tuple[Any, ...], chunk: Program,
                   chunk_args: Callable[[], tuple[Any, ...]],
                   init_options: dict[str, Any] | None) -> tuple[Compiled, Compiled]:
-    """Both programs, the init's compile in a thread (XLA releases the GIL) beside the
-    chunk's."""
-    with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
-        init_future = pool.submit(compile_program, init, init_args, init_options)
-        chunk_c = compile_program(chunk, chunk_args())
-        return init_future.result(), chunk_c
+    """Both programs compiled, the init with ``init_options``, beside each other."""
+    return init_beside_chunk(lambda: compile_program(init, init_args, init_options),
+                             lambda: compile_program(chunk, chunk_args()))
 
 
 def export_and_compile(key: str, init: tuple[Callable[..., Any], tuple[Any, ...]],

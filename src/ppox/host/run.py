@@ -20,7 +20,6 @@ import dataclasses
 import math
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -465,10 +464,9 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
         if programs is not None:
             return programs
     init_low = init_fn.lower(keys, hp)
-    with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
-        init_future = pool.submit(lambda: init_low.compile(compiler_options=init_options))
-        chunk_c = chunk_fn.lower(state_shape, hp, steps).compile()
-        return init_future.result(), chunk_c
+    return program_cache.init_beside_chunk(
+        lambda: init_low.compile(compiler_options=init_options),
+        lambda: chunk_fn.lower(state_shape, hp, steps).compile())
 
 
 # An update whose parameter step is larger than this has blown up even when every number
