@@ -4,9 +4,12 @@
 into parts (algorithm, networks, layout); the parts reproduced it bit for bit on the CPU it
 was made on. A later change that moves any number has to replace the file on purpose (``--write``
 below); it was rewritten when the minibatch shuffle became a packed single-array sort for
-batches of <= 4096 rows (another permutation from the same key), and its metrics alone
-(``--write-metrics``, the parameters kept as they were and still matched) when the loss
-diagnostics came to be measured in the SGD steps instead of a pass of their own.
+batches of <= 4096 rows (another permutation from the same key), again when batches of 256
+rows or more took the Feistel index shuffle instead of a sort (the cartpole and
+pendulum_gauss cases; pendulum_tanh's 128 rows still sort and its stored numbers, which
+still matched, were kept), and its metrics alone (``--write-metrics``, the parameters kept
+as they were and still matched) when the loss diagnostics came to be measured in the SGD
+steps instead of a pass of their own.
 The tolerance only absorbs a different CPU's float rounding (another vector width can
 change a reduction's summation order): 2e-6 relative on the parameters is far below any
 change of the algorithm, which moves them by 1e-3 or more after three updates.

@@ -122,16 +122,22 @@ def test_each_run_equals_the_configuration_trained_alone(cli_sweep):
     np.testing.assert_array_equal(curves["env_steps"][0], 512 * np.arange(1, UPDATES + 1))
     assert curves["seed"].tolist() == [3, 4] * 4
     assert curves["config"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    finals = []
+    # A batched matmul rounds differently from a lone one: the parameters differ by ~1e-7
+    # from the first update on. Over 20 updates that can flip one sampled action and send
+    # an episode elsewhere (seen in one run of the 8, from its 18th update), so the curves
+    # are compared over the first half; a run given another configuration's
+    # hyperparameters or another seed differs from its second update on.
+    compared = UPDATES // 2
+    starts = []
     for r in range(8):
         row = rows[curves["config"][r]]
         lr, clip, seed = float(row["learning_rate"]), float(row["clip_eps"]), curves["seed"][r]
-        alone_final, alone_curve = train_alone(lr, clip, int(seed))
-        np.testing.assert_allclose(curves["final_return"][r], alone_final, rtol=1e-4)
-        np.testing.assert_allclose(curves["returns"][r], alone_curve, rtol=1e-4)
-        finals.append(alone_final)
-    # the runs really differ (the comparison above is not vacuous)
-    assert len({round(float(f), 6) for f in finals}) >= 6
+        _, alone_curve = train_alone(lr, clip, int(seed))
+        np.testing.assert_allclose(curves["returns"][r][:compared], alone_curve[:compared],
+                                   rtol=1e-4)
+        starts.append(tuple(np.round(alone_curve[:compared], 4)))
+    # the runs really differ over those updates (the comparison above is not vacuous)
+    assert len(set(starts)) == 8
     # per-configuration mean and std across the two seeds
     for c, row in enumerate(rows):
         pair = curves["final_return"][2 * c:2 * c + 2]

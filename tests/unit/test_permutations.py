@@ -1,6 +1,10 @@
-"""The minibatch shuffle: every row once per epoch, and every order about equally likely,
-on every path (one packed single-array sort up to 4096 rows, several rounds of them above,
-a key-value sort past 4 rounds)."""
+"""The minibatch shuffle: every row once per epoch, on both paths (one packed sort below
+``FEISTEL_MIN_ROWS`` rows, the Feistel index shuffle from there, with cycle walking when the
+row count is not a power of two), and orders that look uniform: every order of a few rows
+about equally likely (the sort), and for the Feistel path each row's position, which rows
+share a minibatch (rows whose indices differ in one bit included, the pairs a weak cipher
+would keep together) and consecutive epochs statistically indistinguishable from uniform
+at these sample sizes."""
 
 import itertools
 
@@ -8,35 +12,38 @@ import jax
 import numpy as np
 import pytest
 
-from ppox.algo.sgd import _packed_rounds, permutations
+from ppox.algo.sgd import FEISTEL_MIN_ROWS, feistel_permutations, permutations
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 512, 4096, 4097, 6000])
+@pytest.mark.parametrize("n", [1, 2, 5, 255, 256, 300, 512, 4097, 6000, 65_537])
 def test_each_epoch_is_a_permutation_of_the_rows(n):
     perm = np.asarray(permutations(jax.random.PRNGKey(0), 3, n))
     assert perm.shape == (3, n) and perm.dtype == np.int32
     for row in perm:
         np.testing.assert_array_equal(np.sort(row), np.arange(n))
-    if n >= 512:  # two equal orders of 512 rows: p = 1 / 512!
+    if n >= 256:  # two equal orders of 256 rows: p ~ 1 / 256!
         assert not np.array_equal(perm[0], perm[1])
 
 
-@pytest.mark.parametrize("rounds", [0, 1, 2, 3])
-def test_every_path_is_a_permutation(rounds):
-    perm = np.asarray(permutations(jax.random.PRNGKey(4), 5, 1000, rounds=rounds))
-    for row in perm:
-        np.testing.assert_array_equal(np.sort(row), np.arange(1000))
+def test_the_feistel_path_starts_at_its_threshold():
+    key = jax.random.PRNGKey(3)
+    n = FEISTEL_MIN_ROWS
+    np.testing.assert_array_equal(permutations(key, 2, n), feistel_permutations(key, 2, n))
+    assert not np.array_equal(permutations(key, 2, n - 1), feistel_permutations(key, 2, n - 1))
 
 
-def test_rounds_grow_with_the_rows_until_the_key_value_sort():
-    assert [_packed_rounds(n) for n in (1, 512, 4096, 4097, 131_072, 131_073, 2**22, 2**23)] \
-        == [1, 1, 1, 2, 2, 3, 4, 0]
+def test_a_vmapped_shuffle_is_each_run_s_own():
+    # sweeps vmap the shuffle: the cycle walking's while loop then runs until every run's
+    # rows are in range, and each run must still get the order of its own key
+    keys = jax.random.split(jax.random.PRNGKey(8), 5)
+    batched = np.asarray(jax.vmap(lambda k: permutations(k, 2, 1000))(keys))
+    for k, got in zip(keys, batched, strict=True):
+        np.testing.assert_array_equal(got, permutations(k, 2, 1000))
 
 
-@pytest.mark.parametrize("rounds", [None, 0, 2, 3])
-def test_orders_are_uniform_and_epochs_independent(rounds):
+def test_small_batches_make_every_order_equally_likely():
     epochs = 24_000
-    perm = np.asarray(permutations(jax.random.PRNGKey(1), epochs, 4, rounds=rounds))
+    perm = np.asarray(permutations(jax.random.PRNGKey(1), epochs, 4))
     index = {p: i for i, p in enumerate(itertools.permutations(range(4)))}
     counts = np.bincount([index[tuple(r)] for r in perm.tolist()], minlength=24)
     expected = epochs / 24
@@ -44,20 +51,50 @@ def test_orders_are_uniform_and_epochs_independent(rounds):
     assert chi2 < 60.0, (chi2, counts)  # 23 dof: p(chi2 > 60) ~ 4e-5 when uniform
 
 
-def test_large_batches_use_every_position_for_every_row():
-    perm = np.asarray(permutations(jax.random.PRNGKey(2), 400, 5000))
-    first = np.bincount(perm[:, 0], minlength=5000)
-    assert first.max() <= 4  # 400 draws over 5000 rows: a stuck row would repeat
-    mean_position = np.argsort(perm, axis=1).mean(axis=0)
-    assert abs(mean_position.mean() - 2499.5) < 1e-6
-    assert np.abs(mean_position - 2499.5).max() < 600  # sd of a row's mean ~72
+def _chi2_independence(table: np.ndarray) -> tuple[float, int]:
+    expected = np.outer(table.sum(1), table.sum(0)) / table.sum()
+    return float(((table - expected) ** 2 / expected).sum()), \
+        (table.shape[0] - 1) * (table.shape[1] - 1)
 
 
-def test_rounds_leave_no_visible_ties():
-    # 131,072 rows leave 15 random bits per packed key: one round ties ~4 rows per key,
-    # kept in index order, so most neighbours in the order increase; two rounds (the
-    # default here) order by 30 random bits and neighbours increase half the time
-    n = 131_072
-    rising = lambda p: float(np.mean(np.diff(p[0]) > 0))
-    assert rising(np.asarray(permutations(jax.random.PRNGKey(7), 1, n, rounds=1))) > 0.7
-    assert abs(rising(np.asarray(permutations(jax.random.PRNGKey(7), 1, n))) - 0.5) < 0.01
+@pytest.mark.parametrize("n", [256, 384])  # a power of two, and cycle walking
+def test_every_row_takes_every_position_bin_equally_often(n):
+    epochs, bins = 40_000, 16
+    perm = np.asarray(feistel_permutations(jax.random.PRNGKey(2), epochs, n))
+    position = np.argsort(perm, axis=1)  # [epoch, row]
+    table = np.zeros((n, bins))
+    for row in range(n):
+        table[row] = np.bincount(position[:, row] * bins // n, minlength=bins)
+    chi2, dof = _chi2_independence(table)
+    assert abs(chi2 - dof) < 6 * np.sqrt(2 * dof), (chi2, dof)
+
+
+def test_rows_one_bit_apart_share_a_minibatch_as_often_as_any_pair():
+    n, minibatches, epochs = 512, 4, 4_000
+    perm = np.asarray(feistel_permutations(jax.random.PRNGKey(5), epochs, n))
+    batch = np.argsort(perm, axis=1) * minibatches // n  # [epoch, row] -> its minibatch
+    size = n // minibatches
+    p = (size - 1) / (n - 1)
+    rows = np.arange(n)
+    for bit in range(9):
+        together = np.mean(batch[:, rows] == batch[:, rows ^ (1 << bit)])
+        se = np.sqrt(p * (1 - p) / (n * epochs))
+        assert abs(together - p) < 6 * se, (bit, together, p)
+
+
+def test_consecutive_epochs_are_independent():
+    n, epochs, bins = 1024, 2_000, 8
+    perm = np.asarray(feistel_permutations(jax.random.PRNGKey(6), epochs, n))
+    position = np.argsort(perm, axis=1) * bins // n
+    table = np.zeros((bins, bins))
+    np.add.at(table, (position[:-1].ravel(), position[1:].ravel()), 1)
+    chi2, _ = _chi2_independence(table)  # 49 dof: p(chi2 > 100) ~ 3e-5
+    assert chi2 < 100.0, chi2
+
+
+def test_neighbours_in_a_large_order_rise_half_the_time():
+    perm = np.asarray(permutations(jax.random.PRNGKey(7), 4, 131_072))
+    assert abs(float(np.mean(np.diff(perm, axis=1) > 0)) - 0.5) < 0.005
+    # and the first minibatch draws from the whole batch, not a block of it
+    counts = np.bincount(perm[:, :32_768].ravel() // 8_192, minlength=16)
+    assert counts.min() > 0.9 * counts.mean()

@@ -322,51 +322,73 @@ class _Loop:
                           epochs=state.epochs + (~state.stopped).astype(jnp.int32)), None
 
 
-def permutations(key: jax.Array, epochs: int, num_rows: int,
-                 rounds: int | None = None) -> jax.Array:
-    """``[epochs, num_rows] int32``: an independent uniform permutation of the rows per epoch.
+def permutations(key: jax.Array, epochs: int, num_rows: int) -> jax.Array:
+    """``[epochs, num_rows] int32``: a random order of the rows per epoch, epochs independent.
 
-    Rows are ordered by random keys. A single-array ``uint32`` sort is several times cheaper
-    on CPU than a key-value sort (at 131,072 rows ~5x), so with ``b = ceil(log2 N)`` index
-    bits the row's position goes in the low ``b`` bits of its key and ``32 - b`` random bits
-    above it. Each further round sorts the previous order again by fresh random bits, so
-    the order is by ``rounds * (32 - b)`` random bits (later rounds first) and ties keep the
-    previous order. There are enough rounds (``_packed_rounds``) that tied pairs are rare
-    (``N^2 / 2^(bits + 1) <= 8`` expected among all N rows; they only swap two rows'
-    order); past 4 rounds the random keys are sorted with the row indices as values.
-    ``rounds`` overrides that choice (0: the key-value sort).
+    From ``FEISTEL_MIN_ROWS`` rows the order is a keyed pseudo-random permutation, computed
+    row by row with no sort (``feistel_permutations``): XLA's CPU sort is branch-bound on
+    random keys, and 4 epochs' sorts of 131,072 rows (1024 envs) took ~52 ms of a ~250 ms
+    update, against ~0.4 ms for this. Below it, one sort of a single ``uint32`` array: the
+    row index in the low ``ceil(log2 N)`` bits of each key, random bits above it (24 or
+    more, so two rows tie with probability below 2^-24; a tie keeps index order).
     """
-    rounds = _packed_rounds(num_rows) if rounds is None else rounds
-    if rounds == 0:
-        bits = jax.random.bits(key, (epochs, num_rows), jnp.uint32)
-        rows = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.int32), (epochs, num_rows))
-        return lax.sort_key_val(bits, rows, dimension=1)[1]
+    if num_rows >= FEISTEL_MIN_ROWS:
+        return feistel_permutations(key, epochs, num_rows)
     index_bits = max(1, (num_rows - 1).bit_length())
     high = jnp.uint32(~((1 << index_bits) - 1) & 0xFFFFFFFF)
-    low = jnp.uint32((1 << index_bits) - 1)
     positions = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.uint32), (epochs, num_rows))
-    order = None
-    for round_key in jax.random.split(key, rounds) if rounds > 1 else [key]:
-        bits = jax.random.bits(round_key, (epochs, num_rows), jnp.uint32)
-        step = (lax.sort((bits & high) | positions, dimension=1, is_stable=False)
-                & low).astype(jnp.int32)
-        order = step if order is None else jnp.take_along_axis(order, step, axis=1)
-    return order
+    bits = jax.random.bits(key, (epochs, num_rows), jnp.uint32)
+    order = lax.sort((bits & high) | positions, dimension=1, is_stable=False)
+    return (order & jnp.uint32((1 << index_bits) - 1)).astype(jnp.int32)
 
 
-_MAX_PACKED_ROUNDS = 4
-_MAX_TIED_PAIRS_LOG2 = 3  # expected tied pairs N^2 / 2^(bits + 1) at most 2^3
+# From this many rows the shuffle is a Feistel permutation: with 8 or more index bits each
+# round's function has 4+ input bits and mixes fast; below, a sort costs microseconds.
+FEISTEL_MIN_ROWS = 256
+FEISTEL_ROUNDS = 8
 
 
-def _packed_rounds(num_rows: int) -> int:
-    """How many packed ``uint32`` sorts ``permutations`` takes for ``num_rows`` rows (0: a
-    key-value sort instead): the fewest whose random bits keep the expected number of tied
-    pairs within ``2^_MAX_TIED_PAIRS_LOG2``. One round up to 4,096 rows, two up to 131,072."""
-    index_bits = max(1, (num_rows - 1).bit_length())
-    per_round = 32 - index_bits
-    wanted = 2 * index_bits - 1 - _MAX_TIED_PAIRS_LOG2
-    rounds = max(1, -(-wanted // per_round)) if per_round > 0 else _MAX_PACKED_ROUNDS + 1
-    return rounds if rounds <= _MAX_PACKED_ROUNDS else 0
+def _fmix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finalizer: a bijection of ``uint32`` with full avalanche."""
+    h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+    h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _feistel(round_keys: jax.Array, x: jax.Array, bits: int) -> jax.Array:
+    """A bijection of ``[0, 2^bits)``: ``len(round_keys)`` Feistel rounds on ``x``'s high
+    and low halves (unbalanced when ``bits`` is odd: the halves swap widths each round),
+    round function ``_fmix32(half ^ round key)``. ``round_keys``: ``[rounds, ...]``
+    ``uint32``, broadcast against ``x``."""
+    hi_bits, lo_bits = bits // 2, bits - bits // 2
+    hi, lo = x >> lo_bits, x & jnp.uint32((1 << lo_bits) - 1)
+    for round_key in round_keys:
+        mixed = _fmix32(lo ^ round_key) & jnp.uint32((1 << hi_bits) - 1)
+        hi, lo = lo, hi ^ mixed
+        hi_bits, lo_bits = lo_bits, hi_bits
+    return (hi << lo_bits) | lo
+
+
+def feistel_permutations(key: jax.Array, epochs: int, num_rows: int,
+                         rounds: int = FEISTEL_ROUNDS) -> jax.Array:
+    """``[epochs, num_rows] int32``: per epoch the permutation ``i -> P(i)`` of a keyed
+    Feistel network on the ``ceil(log2 N)``-bit row indices, brought into ``[0, N)`` by
+    cycle walking (``P`` applied again while the value is ``>= N``, Black and Rogaway 2002;
+    under 2 tries per row on average). An index shuffle of the kind TensorFlow's
+    ``tf.random.experimental.index_shuffle`` and Grain use: elementwise, no sort, a fresh
+    32-bit random key per round and epoch. Not every one of the N! orders is reachable
+    (neither is it from any PRNG with a 64-bit seed); each row's position, and which rows
+    share a minibatch, are uniform to within the tests' sampling error
+    (``tests/unit/test_permutations.py``)."""
+    bits = max(1, (num_rows - 1).bit_length())
+    round_keys = jax.random.bits(key, (rounds, epochs, 1), jnp.uint32)
+    rows = jnp.broadcast_to(jnp.arange(num_rows, dtype=jnp.uint32), (epochs, num_rows))
+    order = _feistel(round_keys, rows, bits)
+    if num_rows < 1 << bits:
+        order = lax.while_loop(
+            lambda o: jnp.any(o >= num_rows),
+            lambda o: jnp.where(o >= num_rows, _feistel(round_keys, o, bits), o), order)
+    return order.astype(jnp.int32)
 
 
 def minibatches(cfg: PPOConfig, batch: Any, carry: Any,
@@ -406,5 +428,5 @@ def step_keys(key: jax.Array, cfg: PPOConfig) -> jax.Array:
 
 
 __all__ = ["SGD", "EpochState", "Objective", "OptState", "UpdateContext", "critic_mask",
-           "flat_params", "flatten_time", "learning_rate", "make_optimizer", "minibatches",
-           "permutations", "step_keys"]
+           "feistel_permutations", "flat_params", "flatten_time", "learning_rate",
+           "make_optimizer", "minibatches", "permutations", "step_keys"]
