@@ -327,7 +327,7 @@ def permutations(key: jax.Array, epochs: int, num_rows: int) -> jax.Array:
 
     From ``FEISTEL_MIN_ROWS`` rows the order is a keyed pseudo-random permutation, computed
     row by row with no sort (``feistel_permutations``): XLA's CPU sort is branch-bound on
-    random keys, and 4 epochs' sorts of 131,072 rows (1024 envs) took ~52 ms of a ~250 ms
+    random keys, and 4 epochs' sorts of 131,072 rows (1024 envs) took ~52 ms of a ~280 ms
     update, against ~0.4 ms for this. Below it, one sort of a single ``uint32`` array: the
     row index in the low ``ceil(log2 N)`` bits of each key, random bits above it (24 or
     more, so two rows tie with probability below 2^-24; a tie keeps index order).
