@@ -16,6 +16,10 @@ os.environ.setdefault("PPOX_PROGRAM_CACHE", "0")
 # (ppox._platform.use_wide_cpu_vectors), and which test comes first in a worker would move the
 # pinned numbers' rounding (tests/integration/test_pinned.py)
 os.environ.setdefault("PPOX_CPU_VECTOR_WIDTH", "0")
+# and XLA's own CPU thread pool: an in-process `ppox train` of a small run would otherwise
+# start the backend with one thread (ppox._platform.use_one_cpu_thread), the same kind of
+# order dependence; tests/unit/test_platform.py and a CLI test check that path
+os.environ.setdefault("PPOX_CPU_THREADS", "0")
 
 # What `ppox train` sets up (the unrolled threefry lowering on CPU: same bits, faster).
 from ppox._platform import use_unrolled_threefry_on_cpu

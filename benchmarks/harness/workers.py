@@ -329,10 +329,19 @@ def main(argv: Sequence[str]) -> int:
 
         res = matmul_peak(int(spec.get("n", 2048)), int(spec.get("repeats", 5)))
     else:
-        worker_platform(spec["config"]["env_id"], spec.get("api") in MULTI_DEVICE_APIS)
+        spread = spec.get("api") in MULTI_DEVICE_APIS
+        worker_platform(spec["config"]["env_id"], spread)
+        if not spread:  # one run at a time: one CPU thread where ppox train takes one
+            from ppox._platform import use_one_cpu_thread_for
+            from ppox.config import config_from_dict
+
+            use_one_cpu_thread_for(config_from_dict(dict(spec["config"])))
         res = train_worker(spec)
+    from ppox._platform import one_cpu_thread_note
+
     res["host"] = {"cpu_count": os.cpu_count(), "executable": sys.executable,
-                   "xla_flags": os.environ.get("XLA_FLAGS", "")}
+                   "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                   "one_cpu_thread": bool(one_cpu_thread_note())}
     from benchmarks.harness.machine import jsonable
 
     sys.stdout.write(json.dumps(res, default=jsonable) + "\n")

@@ -12,7 +12,8 @@
 * Per-env XLA CPU flags (``apply_env_cpu_xla_flags``), measured per env id.
 * 512-bit vectors in XLA's own CPU kernels where the CPU has AVX-512
   (``use_wide_cpu_vectors``).
-* One XLA CPU device per core (``use_every_cpu_core``).
+* One XLA CPU device per core (``use_every_cpu_core``), or, for one small run, one device
+  with a single intra-op thread (``use_one_cpu_thread``).
 * JAX's persistent compilation cache (``enable_compile_cache``).
 """
 
@@ -139,6 +140,9 @@ def _add_xla_flags(*flags: str) -> None:
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
 
 
+_DEVICE_COUNT_FLAG: str | None = None  # what use_every_cpu_core added to XLA_FLAGS
+
+
 def use_every_cpu_core() -> int:
     """Exposes each CPU core as an XLA device (``--xla_force_host_platform_device_count``).
 
@@ -153,8 +157,107 @@ def use_every_cpu_core() -> int:
     n = int(want) if want else len(os.sched_getaffinity(0))
     if n <= 1:
         return 0
-    _add_xla_flags(f"--xla_force_host_platform_device_count={n}")
+    global _DEVICE_COUNT_FLAG
+    _DEVICE_COUNT_FLAG = f"--xla_force_host_platform_device_count={n}"
+    _add_xla_flags(_DEVICE_COUNT_FLAG)
     return n
+
+
+CPU_THREADS_ENV = "PPOX_CPU_THREADS"  # unset: ppox decides; "0": XLA's pool; "1": one thread
+# A run's minibatch rows up to which one XLA CPU thread trained faster than a pool of one
+# per core (README, "Platform set-up": CartPole 4 and 16 envs 1.13x and 1.12x on 2 cores,
+# 32 envs 0.99x, 64 envs 0.76x; Breakout-MinAtar's CNN at 512 rows 0.54x, so vector
+# observations only)
+ONE_THREAD_MAX_ROWS = 512
+_ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                        "jax_rocm7_plugin", "libtpu", "jax_plugins")
+
+
+_ONE_CPU_THREAD = False  # use_one_cpu_thread started the backend
+
+
+def one_cpu_thread_note() -> str:
+    """``", one CPU thread"`` once ``use_one_cpu_thread`` started the backend, else ``""``."""
+    return ", one CPU thread" if _ONE_CPU_THREAD else ""
+
+
+def one_cpu_thread_wanted(minibatch_rows: int) -> bool:
+    """Whether a single run whose SGD minibatches have ``minibatch_rows`` rows (of vector
+    observations, an MLP) should run on one CPU thread: ``PPOX_CPU_THREADS=1`` always,
+    ``0`` never, unset when ``minibatch_rows <= ONE_THREAD_MAX_ROWS``."""
+    want = os.environ.get(CPU_THREADS_ENV, "").strip().lower()
+    if want in ("0", "off", "false", "no"):
+        return False
+    return want == "1" or minibatch_rows <= ONE_THREAD_MAX_ROWS
+
+
+def use_one_cpu_thread_for(cfg: Any, runs: int = 1, spread: bool = False) -> bool:
+    """What ``ppox train`` does before JAX starts: ``use_one_cpu_thread`` for a single run
+    (``runs == 1``, not ``spread`` over devices) of a classic-control env (vector
+    observations, an MLP; ``ppox.envs.CLASSIC_CONTROL_IDS``) whose minibatches
+    (``num_envs * num_steps / num_minibatches`` rows) pass ``one_cpu_thread_wanted``.
+    Returns whether it was done."""
+    from ppox.envs import CLASSIC_CONTROL_IDS
+
+    if runs != 1 or spread or cfg.env_id not in CLASSIC_CONTROL_IDS or cfg.torso == "cnn":
+        return False
+    rows = cfg.num_envs * cfg.num_steps // max(cfg.num_minibatches, 1)
+    return one_cpu_thread_wanted(rows) and use_one_cpu_thread()
+
+
+def _cpu_only() -> bool:
+    """JAX will run on the CPU: ``JAX_PLATFORMS`` is ``cpu``, or unset with no accelerator
+    plugin installed (their import names, not imported here)."""
+    import importlib.metadata
+    import importlib.util
+
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms == "cpu"
+    return (not any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS)
+            and not importlib.metadata.entry_points(group="jax_plugins"))
+
+
+def use_one_cpu_thread() -> bool:
+    """Starts JAX's CPU backend with one device and a single intra-op thread.
+
+    XLA sizes its CPU thread pool from the cores this process may run on when the backend
+    starts. For a small program (a few envs, a 128-row minibatch) a pool of one thread per
+    core costs more in hand-offs than the second core gives: a 4-env CartPole run trains
+    ~1.13x faster on one thread. So the backend is started while the process is held to
+    one core, then every thread (the pool's included) may run on all of them again; XLA's
+    compiler threads, started later, use every core as before.
+
+    Only done on Linux, on a CPU-only JAX (``_cpu_only``), before JAX has started its
+    backends, when the process may use more than one core and the user's ``XLA_FLAGS`` do
+    not set the device count (ppox's own per-core devices, ``use_every_cpu_core``, are
+    dropped: one run uses one device). Returns whether it was done."""
+    global _DEVICE_COUNT_FLAG
+    if not hasattr(os, "sched_setaffinity") or not _cpu_only():
+        return False
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _DEVICE_COUNT_FLAG is not None:
+        flags = " ".join(f for f in flags.split() if f != _DEVICE_COUNT_FLAG)
+    cores = os.sched_getaffinity(0)
+    if (xla_bridge.backends_are_initialized() or len(cores) < 2
+            or "xla_force_host_platform_device_count" in flags):
+        return False
+    os.environ["XLA_FLAGS"] = flags
+    _DEVICE_COUNT_FLAG = None
+    global _ONE_CPU_THREAD
+    _ONE_CPU_THREAD = True
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        import jax
+
+        jax.devices()
+    finally:
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that has ended meanwhile
+                os.sched_setaffinity(int(tid), cores)
+    return True
 
 
 # The persistent compilation cache (JAX's own): a second run of the same program -- another

@@ -34,6 +34,21 @@ def test_num_seeds_are_one_program_split_across_cores(tmp_path):
     assert any(re.search(r"steps\s+[\d,]+ .*SPS\s+[\d,]+\s+return", line) for line in lines)
 
 
+def test_a_small_single_run_trains_on_one_cpu_thread(tmp_path):
+    # as users get it (no PPOX_CPU_THREADS): CartPole's 4 envs on one XLA CPU thread, one
+    # device; the test process's JAX_PLATFORMS=cpu keeps accelerator plugins out of it
+    env = {"PPOX_CPU_THREADS": "", "XLA_FLAGS": ""}
+    proc = _ppox(["train", "--total-timesteps", "2048", "--run-dir", str(tmp_path / "r")], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = len(os.sched_getaffinity(0)) >= 2
+    assert ("on 1 device(s), one CPU thread" in proc.stdout) == one, proc.stdout
+    if one:  # 32 envs x 128 steps / 4 minibatches = 1024 rows: XLA's pool, a device per core
+        proc = _ppox(["train", "--total-timesteps", "4096", "--num-envs", "32", "--run-dir",
+                      str(tmp_path / "s")], env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "on 1 device(s)\n" in proc.stdout, proc.stdout
+
+
 def test_run_dir_contents_and_config_roundtrip(tmp_path, capsys):
     run = tmp_path / "a"
     assert main(["train", "--total-timesteps", "4096", "--num-envs", "8", "--learning-rate",

@@ -90,3 +90,22 @@ def test_gymnax_is_imported_without_its_rendering_only_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_classic_control_ids_are_checked_without_importing_gymnax():
+    import subprocess
+    import sys
+
+    import gymnax
+
+    from ppox.envs import CLASSIC_CONTROL_IDS
+
+    assert set(CLASSIC_CONTROL_IDS) <= set(gymnax.registered_envs)
+    child = ("import sys\nfrom ppox.envs import CLASSIC_CONTROL_IDS, check_env_id\n"
+             "for e in CLASSIC_CONTROL_IDS: check_env_id(e)\n"
+             "from jax._src import xla_bridge\n"
+             "print('gymnax' in sys.modules, xla_bridge.backends_are_initialized())")
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "False"]

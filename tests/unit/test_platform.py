@@ -93,3 +93,92 @@ def test_cache_events_of_the_eval_compile_thread_are_not_counted():
     # only the init thread's request and hit count (the eval thread's are left out)
     after = _platform.compile_cache_counts()
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+
+
+class _Cfg:
+    """The fields ``use_one_cpu_thread_for`` reads (CartPole's defaults)."""
+
+    def __init__(self, **kw: object) -> None:
+        self.env_id, self.torso = "CartPole-v1", "auto"
+        self.num_envs, self.num_steps, self.num_minibatches = 4, 128, 4
+        self.__dict__.update(kw)
+
+
+def test_one_cpu_thread_rule(monkeypatch):
+    started = []
+    monkeypatch.setattr(_platform, "use_one_cpu_thread", lambda: started.append(1) or True)
+    monkeypatch.delenv(_platform.CPU_THREADS_ENV, raising=False)
+    assert _platform.use_one_cpu_thread_for(_Cfg()) and len(started) == 1
+    assert _platform.use_one_cpu_thread_for(_Cfg(num_envs=16))  # 512 rows: still one
+    for cfg, runs, spread in [
+            (_Cfg(num_envs=32), 1, False),  # 1024 rows
+            (_Cfg(), 2, False),  # several runs (seeds): a device per core
+            (_Cfg(), 1, True),  # one run spread over devices
+            (_Cfg(env_id="Breakout-MinAtar", num_envs=4), 1, False),  # images, a CNN
+            (_Cfg(env_id="brax/inverted_pendulum"), 1, False),
+            (_Cfg(torso="cnn"), 1, False)]:
+        assert not _platform.use_one_cpu_thread_for(cfg, runs, spread)
+    assert len(started) == 2
+    monkeypatch.setenv(_platform.CPU_THREADS_ENV, "0")
+    assert not _platform.use_one_cpu_thread_for(_Cfg())
+    monkeypatch.setenv(_platform.CPU_THREADS_ENV, "1")
+    assert _platform.use_one_cpu_thread_for(_Cfg(num_envs=64))
+    assert len(started) == 3
+
+
+def test_one_cpu_thread_only_before_the_backend_on_a_cpu(fresh_backend):
+    import os
+
+    fresh_backend.setattr(os, "sched_setaffinity", _refuse)
+    fresh_backend.setenv("JAX_PLATFORMS", "cuda")
+    assert not _platform.use_one_cpu_thread()
+    fresh_backend.setenv("JAX_PLATFORMS", "cpu")
+    fresh_backend.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    assert not _platform.use_one_cpu_thread()  # the user's device count wins
+    fresh_backend.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+    fresh_backend.setenv("XLA_FLAGS", "")
+    assert not _platform.use_one_cpu_thread()  # too late: XLA's pool exists
+
+
+def _refuse(*_: object) -> None:
+    raise AssertionError("the affinity must not be touched here")
+
+
+_ONE_THREAD_CHILD = r"""
+import collections, json, os
+from ppox import _platform
+cores = os.sched_getaffinity(0)
+_platform.use_every_cpu_core()  # what the ppox command does first
+done = _platform.use_one_cpu_thread()
+import jax, jax.numpy as jnp
+(jnp.ones((64, 64)) @ jnp.ones((64, 64))).block_until_ready()
+tasks = os.listdir("/proc/self/task")
+names = collections.Counter(open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks)
+print(json.dumps({"done": done, "devices": jax.local_device_count(),
+                  "eigen_threads": names["tf_XLAEigen"], "note": _platform.one_cpu_thread_note(),
+                  "all_cores": all(os.sched_getaffinity(int(t)) == cores for t in tasks)}))
+"""
+
+
+def test_one_cpu_thread_starts_xla_with_one_pool_thread_and_frees_the_cores():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a process that may run on two cores")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "PPOX_CPU_DEVICES", "JAX_PLATFORMS")}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", _ONE_THREAD_CHILD], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # one device (not one per core), XLA's intra-op pool of one thread (the name is
+    # jaxlib's: if it changes, check that the pool still takes its size from the affinity),
+    # and every thread, that pool's included, allowed on every core again
+    assert out == {"done": True, "devices": 1, "eigen_threads": 1,
+                   "note": ", one CPU thread", "all_cores": True}

@@ -82,6 +82,10 @@ def cmd_train(argv: Sequence[str]) -> int:
     procs = join_processes(argv)  # several processes: joined before anything uses a device
     args, cfg, hp = resolve_train_args(argv, extra_fields=[*_train_fields(),
                                                            *distributed_fields()])
+    if procs is None:  # a small single run: one CPU thread (before JAX starts)
+        from ppox._platform import use_one_cpu_thread_for
+
+        use_one_cpu_thread_for(cfg, args.num_seeds, args.data_parallel or args.split_networks)
     return run_joined(procs, cfg, lambda writer: _train(args, cfg, hp, writer=writer))
 
 

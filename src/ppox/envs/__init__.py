@@ -37,6 +37,13 @@ def playground_ids() -> tuple[str, ...]:
     return tuple(playground_env_ids())
 
 
+# gymnax's classic-control ids (vector observations), known without importing gymnax: its
+# import runs JAX code (``jnp.array`` at module level), which starts JAX's backends, and a
+# small run of these envs picks its CPU threads before they start (``ppox._platform``)
+CLASSIC_CONTROL_IDS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0",
+                       "MountainCarContinuous-v0")
+
+
 def env_ids() -> tuple[str, ...]:
     """Every environment id ``make_env`` accepts."""
     return gymnax_ids() + brax_ids() + playground_ids()
@@ -44,6 +51,8 @@ def env_ids() -> tuple[str, ...]:
 
 def check_env_id(env_id: str) -> None:
     """Raises ``ConfigError`` (one line, listing the valid ids) for an unknown id."""
+    if env_id in CLASSIC_CONTROL_IDS:
+        return
     if env_id.startswith("playground/"):
         known = playground_ids()
     else:

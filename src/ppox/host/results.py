@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ppox import _platform
 from ppox.config import HParams, PPOConfig
 from ppox.host.metrics import final_return, learning_curve_auc
 
@@ -119,7 +120,7 @@ def summary_lines(result: RunResult) -> list[str]:
     fr = result.final_return
     lines = [
         f"env {result.cfg.env_id}: {len(result.seeds)} run(s) x {result.env_steps:,d} env steps"
-        f" on {result.devices} device(s)",
+        f" on {result.devices} device(s){_platform.one_cpu_thread_note()}",
     ]
     if result.status == "already_complete":
         lines.append(f"the run was already complete ({result.start_update} updates): "
