@@ -232,7 +232,7 @@ def use_one_cpu_thread() -> bool:
     backends, when the process may use more than one core and the user's ``XLA_FLAGS`` do
     not set the device count (ppox's own per-core devices, ``use_every_cpu_core``, are
     dropped: one run uses one device). Returns whether it was done."""
-    global _DEVICE_COUNT_FLAG
+    global _DEVICE_COUNT_FLAG, _ONE_CPU_THREAD
     if not hasattr(os, "sched_setaffinity") or not _cpu_only():
         return False
     from jax._src import xla_bridge
@@ -246,13 +246,12 @@ def use_one_cpu_thread() -> bool:
         return False
     os.environ["XLA_FLAGS"] = flags
     _DEVICE_COUNT_FLAG = None
-    global _ONE_CPU_THREAD
-    _ONE_CPU_THREAD = True
     os.sched_setaffinity(0, {min(cores)})
     try:
         import jax
 
         jax.devices()
+        _ONE_CPU_THREAD = True
     finally:
         for tid in os.listdir("/proc/self/task"):
             with contextlib.suppress(OSError):  # a thread that has ended meanwhile
