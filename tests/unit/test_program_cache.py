@@ -133,7 +133,7 @@ def test_a_compile_error_is_not_taken_for_an_export_failure(cache_on, monkeypatc
 
 def test_the_init_compiles_without_llvm_optimizations_on_a_cpu(monkeypatch):
     assert jax.default_backend() == "cpu"
-    o0 = {"xla_backend_optimization_level": 0}
+    o0 = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
     assert pc.init_compiler_options("CartPole-v1") == o0
     assert pc.init_compiler_options("brax/ant") == o0
     # a Playground reset can settle for hundreds of physics steps: its init stays optimized

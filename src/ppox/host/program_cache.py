@@ -167,9 +167,11 @@ def export_program(name: str, fn: Callable[..., Any], args: tuple[Any, ...],
     return Program(name, bytes(exported.serialize()), in_tree, out_trees[0], donate)
 
 
-# XLA's options for the init program on a CPU: it runs once, so LLVM's optimizations are not
-# worth their compile time there, unless the env's reset runs long (README, "Platform set-up")
-CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+# XLA's options for the init program on a CPU: it runs once, so neither LLVM's optimizations
+# nor XLA's newer fusion emitters (whose kernels are faster, but slower to build) are worth
+# their compile time there, unless the env's reset runs long (README, "Platform set-up")
+CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
+                             "xla_cpu_use_fusion_emitters": False}
 # env id prefixes whose init runs the reset for long: a Playground reset can settle for
 # hundreds of physics steps (CheetahRun's init ran 17.5 s unoptimized against 8.9 s)
 _LONG_RESETS = ("playground/",)
