@@ -17,7 +17,7 @@ point), e.g. to see what a flag saves at compile time:
 
     python benchmarks/compile_profile.py
     python benchmarks/compile_profile.py --points brax/inverted_pendulum:256 \\
-        --set auto_reset=first_state
+        --ppox-set auto_reset=first_state
     python benchmarks/compile_profile.py --options '{"xla_cpu_use_fusion_emitters": false}'
 
 Writes ``benchmarks/results/<machine>/compile_profile.json``.
@@ -41,6 +41,7 @@ from benchmarks._common import (
     results_dir,
     save_json,
 )
+from benchmarks.side_by_side import ppox_settings
 
 DEFAULT_POINTS = ("CartPole-v1:4", "brax/inverted_pendulum:256")
 PHASES = {
@@ -58,10 +59,10 @@ from ppox.config import config_from_dict
 from ppox.defaults import resolve
 _platform.use_ppox_cpu_setup()
 env_id, num_envs = sys.argv[1], int(sys.argv[2])
-settings, options, phases = (json.loads(a) for a in sys.argv[3:6])
-cfg, hp = resolve(env_id)
-cfg = config_from_dict({**settings, "num_envs": num_envs,
-                        "total_timesteps": num_envs * cfg.num_steps * 32}, base=cfg)
+config, options, phases = (json.loads(a) for a in sys.argv[3:6])
+_, hp = resolve(env_id)
+cfg = config_from_dict({**config, "num_envs": num_envs,
+                        "total_timesteps": num_envs * config["num_steps"] * 32})
 trainer.build(cfg)
 hpa, key = hp.as_arrays(), jax.random.PRNGKey(0)
 state, n = jax.eval_shape(trainer.make_init(cfg), key, hpa), cfg.num_updates
@@ -87,12 +88,23 @@ print(json.dumps(out))
 """
 
 
-def measure(point: str, settings: dict[str, Any], options: dict[str, Any],
+def point_config(point: str, settings: list[str]) -> dict[str, Any]:
+    """The env's defaults with ``settings`` (``FIELD=VALUE``, read and checked as
+    ``side_by_side.py --ppox-set`` does: a bad one is one error line, exit status 2)."""
+    from ppox.config import config_to_dict
+    from ppox.defaults import resolve
+
+    env_id, _, _ = parse_point(point)
+    return config_to_dict(ppox_settings(resolve(env_id)[0], settings))
+
+
+def measure(point: str, config: dict[str, Any], options: dict[str, Any],
             timeout: float) -> dict[str, Any]:
+    """One point's compile, with ``config`` and XLA's ``options``, in a fresh process."""
     env_id, num_envs, _ = parse_point(point)
     env = {**os.environ, "PPOX_COMPILE_CACHE": "0"}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, env_id, str(num_envs), json.dumps(settings),
+        [sys.executable, "-c", CHILD, env_id, str(num_envs), json.dumps(config),
          json.dumps(options), json.dumps(PHASES)],
         capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
     if proc.returncode != 0:
@@ -100,28 +112,18 @@ def measure(point: str, settings: dict[str, Any], options: dict[str, Any],
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _settings(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        try:
-            out[name] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name] = value
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--points", nargs="+", default=list(DEFAULT_POINTS),
                     help="ENV_ID:NUM_ENVS points (default: %(default)s)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+    ap.add_argument("--ppox-set", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="config fields for every point, e.g. auto_reset=first_state")
     ap.add_argument("--options", default=None,
                     help="XLA compiler options (JSON) to measure beside the defaults")
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args(argv)
-    settings = _settings(args.set)
+    settings = list(args.ppox_set)
+    configs = {point: point_config(point, settings) for point in args.points}
     variants = {"defaults": {}}
     if args.options:
         variants["options"] = json.loads(args.options)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     for point in args.points:
         record["results"][point] = {}
         for name, options in variants.items():
-            res = measure(point, settings, options, args.timeout)
+            res = measure(point, configs[point], options, args.timeout)
             record["results"][point][name] = res
             cells = ([res.get("error", "failed")] if "error" in res else
                      [f"{res[c]:.2f}" if isinstance(res[c], float) else f"{res[c]:,}"

@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in order:
                 runs[mode].append(train(env_id, num_envs, args.updates, MODES[mode]))
         record["results"][point] = runs
-        med = {m: median([x.get("sps") for x in runs[m]])
-               for m in MODES}
+        med = {m: median([x.get("sps") for x in runs[m]]) for m in MODES}
         one, pool = med["one thread"], med["XLA's pool"]
         print(f"| {point} | {one:,.0f} | {pool:,.0f} | {one / pool:.2f}x |", flush=True)
     path = save_json(results_dir() / "cpu_threads.json", record)
