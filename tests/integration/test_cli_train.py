@@ -107,3 +107,33 @@ def test_the_command_exits_quickly_with_every_file_written(tmp_path):
     assert again.returncode == 0 and "complete" in again.stdout, again.stdout + again.stderr
     bad = _ppox(["train", "--learning-rate", "-1"])
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+COUNT_COMPILES = r"""
+import sys
+import gymnax  # its own module-level arrays compile at import: not ppox's set-up
+from jax._src import compiler
+names = []
+real = compiler.compile_or_get_cached
+def counting(backend, module, *args, **kwargs):
+    names.append(str(module.operation.attributes["sym_name"]).strip('"'))
+    return real(backend, module, *args, **kwargs)
+compiler.compile_or_get_cached = counting
+from ppox.cli import main
+assert main(sys.argv[1:]) == 0
+print("COMPILED", sorted(names))
+"""
+
+
+def test_train_compiles_its_two_programs_and_nothing_eager(tmp_path):
+    # every eager op before the training (a key, the stacked hyperparameters, the env's
+    # spaces) is an XLA compile of its own: 10-40 ms each here, more on a GPU
+    env = dict(os.environ, PPOX_COMPILE_CACHE_DIR=str(tmp_path / "cache"),
+               PPOX_PROGRAM_CACHE="1")  # as users run it: both programs kept and exported
+    proc = subprocess.run(
+        [sys.executable, "-c", COUNT_COMPILES, "train", "--total-timesteps", "2048",
+         "--run-dir", str(tmp_path / "r"), "--quiet"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("COMPILED")][-1]
+    assert line == "COMPILED ['jit_chunk_program', 'jit_init_program']", line

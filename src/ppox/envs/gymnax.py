@@ -106,16 +106,37 @@ class GymnaxEnv:
         )
 
 
+def _discrete_obs_size(env: Any, params: Any, discrete: type) -> int:
+    """The number of observations of a discrete observation space, else 0. The space is
+    built inside a trace: its array bounds (CartPole's ``high``, ``-high``) would otherwise
+    be eager device ops, each compiled at start-up; a space whose size is not a plain
+    number there is built as usual."""
+    spaces: list[Any] = []
+
+    def probe(p: Any) -> jax.Array:
+        spaces.append(env.observation_space(p))
+        return jnp.zeros(())
+
+    jax.eval_shape(probe, params)
+    space = spaces[0]
+    if not isinstance(space, discrete):
+        return 0
+    if isinstance(space.n, (int, np.integer)):
+        return int(space.n)
+    return int(env.observation_space(params).n)
+
+
 def make_gymnax(env_id: str) -> GymnaxEnv:
     """Builds the adapter for a registered gymnax id (see ``gymnax_env_ids``)."""
     gymnax = import_gymnax()
     from gymnax.environments import spaces
 
     env, params = gymnax.make(env_id)
-    obs_space = env.observation_space(params)
-    one_hot = int(obs_space.n) if isinstance(obs_space, spaces.Discrete) else 0
-    # the shape the env really returns (a few spaces declare another one of the same size)
-    raw_shape = tuple(jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)[0].shape)
+    one_hot = _discrete_obs_size(env, params, spaces.Discrete)
+    # the shape the env really returns (a few spaces declare another one of the same size);
+    # traced, like the key's shape: nothing runs on a device (each eager op is a compile)
+    key = jax.eval_shape(jax.random.PRNGKey, 0)
+    raw_shape = tuple(jax.eval_shape(env.reset, key, params)[0].shape)
     obs_shape = (one_hot,) if one_hot else (raw_shape or (1,))
     act = env.action_space(params)
     if isinstance(act, spaces.Discrete):

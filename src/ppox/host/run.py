@@ -70,8 +70,9 @@ __all__ = [
 
 
 def stack_hparams(hps: list[HParams]) -> HParams:
-    """A batch of HParams (leading run axis) from a list."""
-    return jax.tree.map(lambda *xs: jnp.asarray(np.array(xs, np.float32)), *hps)
+    """A batch of HParams (leading run axis) from a list (placed from the host: no eager
+    program to compile)."""
+    return jax.tree.map(lambda *xs: jax.device_put(np.array(xs, np.float32)), *hps)
 
 
 def broadcast_hparams(hp: HParams, n: int) -> HParams:
@@ -80,8 +81,31 @@ def broadcast_hparams(hp: HParams, n: int) -> HParams:
 
 def run_keys(seeds: list[int]) -> jax.Array:
     """One PRNG key per run: ``PRNGKey(seed)``, so run ``i`` of a batch equals a lone run
-    with the same seed."""
+    with the same seed. Threefry's keys (JAX's default) are made on the host, the same bits
+    without the two small eager programs (~10-40 ms of compile each at start-up; more on a
+    GPU) that ``PRNGKey`` and ``stack`` would compile."""
+    host = [host_prng_key(s) for s in seeds]
+    if all(k is not None for k in host):
+        return jax.device_put(np.stack(host))
     return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+
+
+def host_prng_key(seed: int) -> np.ndarray | None:
+    """``jax.random.PRNGKey(seed)``'s bits computed with numpy (threefry's seeding: the
+    seed's high and low 32 bits, the high ones 0 without x64), or None where JAX's would
+    differ or fail: another default PRNG implementation, or a seed outside int32 without
+    x64."""
+    if jax.config.jax_default_prng_impl != "threefry2x32":
+        return None
+    seed = int(seed)
+    if jax.config.jax_enable_x64:
+        if not -(1 << 63) <= seed < (1 << 64):
+            return None
+        bits = seed % (1 << 64)
+        return np.array([bits >> 32, bits & 0xFFFFFFFF], np.uint32)
+    if not -(1 << 31) <= seed < (1 << 31):
+        return None
+    return np.array([0, seed & 0xFFFFFFFF], np.uint32)
 
 
 def default_chunk_size(num_updates: int, progress_chunks: int) -> int:
@@ -352,7 +376,7 @@ def mesh_devices() -> tuple[Any, ...]:
 
 
 def _steps(n: int, mesh: tuple[Any, ...]) -> Any:
-    return replicate(np.int32(n), mesh) if spans_processes(mesh) else jnp.int32(n)
+    return replicate(np.int32(n), mesh) if spans_processes(mesh) else jax.device_put(np.int32(n))
 
 
 def _silent(_line: str) -> None:
