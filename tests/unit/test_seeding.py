@@ -26,6 +26,10 @@ def test_run_keys_stack_them_and_keep_jaxs_outside_int32():
     np.testing.assert_array_equal(
         np.asarray(keys), np.stack([np.asarray(jax.random.PRNGKey(s)) for s in SEEDS]))
     assert host_prng_key(2**31) is None and host_prng_key(-(2**31) - 1) is None
+    # there the batch is JAX's own keys
+    np.testing.assert_array_equal(
+        np.asarray(run_keys([1, 2**31])),
+        np.stack([np.asarray(jax.random.PRNGKey(1)), np.asarray(jax.random.PRNGKey(2**31))]))
 
 
 X64 = r"""
@@ -33,6 +37,7 @@ import jax, numpy as np
 from ppox.host.run import host_prng_key
 for seed in (0, 5, -5, 2**31, 2**40 + 3, -(2**40), 2**63 - 1, -(2**63)):
     np.testing.assert_array_equal(host_prng_key(seed), np.asarray(jax.random.PRNGKey(seed)))
+assert host_prng_key(2**63) is None
 print("ok")
 """
 
@@ -48,6 +53,7 @@ import jax, numpy as np
 from ppox.host.run import host_prng_key, run_keys
 assert host_prng_key(3) is None
 np.testing.assert_array_equal(np.asarray(run_keys([3])), np.asarray(jax.random.PRNGKey(3))[None])
+assert host_prng_key(2**63) is None
 print("ok")
 """
 

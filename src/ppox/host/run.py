@@ -93,13 +93,13 @@ def run_keys(seeds: list[int]) -> jax.Array:
 def host_prng_key(seed: int) -> np.ndarray | None:
     """``jax.random.PRNGKey(seed)``'s bits computed with numpy (threefry's seeding: the
     seed's high and low 32 bits, the high ones 0 without x64), or None where JAX's would
-    differ or fail: another default PRNG implementation, or a seed outside int32 without
-    x64."""
+    differ or fail: another default PRNG implementation, or a seed outside int32 (int64
+    with x64)."""
     if jax.config.jax_default_prng_impl != "threefry2x32":
         return None
     seed = int(seed)
     if jax.config.jax_enable_x64:
-        if not -(1 << 63) <= seed < (1 << 64):
+        if not -(1 << 63) <= seed < (1 << 63):
             return None
         bits = seed % (1 << 64)
         return np.array([bits >> 32, bits & 0xFFFFFFFF], np.uint32)
