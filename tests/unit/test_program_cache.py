@@ -131,36 +131,6 @@ def test_a_compile_error_is_not_taken_for_an_export_failure(cache_on, monkeypatc
     assert not (cache_on / "k.programs").exists()
 
 
-def test_the_init_compiles_while_the_chunk_is_traced(cache_on, monkeypatch):
-    """The init's XLA compile overlaps the chunk's trace (Python) rather than the chunk's
-    compile: the chunk's export starts only once the init's compile has begun."""
-    import threading
-
-    init_compiling = threading.Event()
-    seen: list[bool] = []
-    real_export, real_compile = pc.export_program, pc.compile_program
-
-    def export_program(name, *args, **kw):
-        if name == "chunk":
-            seen.append(init_compiling.wait(timeout=30))
-        return real_export(name, *args, **kw)
-
-    def compile_program(program, args, options=None):
-        if program.name == "init":
-            init_compiling.set()
-        return real_compile(program, args, options)
-
-    monkeypatch.setattr(pc, "export_program", export_program)
-    monkeypatch.setattr(pc, "compile_program", compile_program)
-    init, chunk = _small_programs()
-    init_c, chunk_c = pc.export_and_compile("k", init, chunk)
-    assert seen == [True]
-    state = init_c(*init[1])
-    new_state, total = chunk_c(state, jax.numpy.float32(2.0), jax.numpy.int32(1))
-    assert float(total) == 6.0 and new_state["w"].tolist() == [5.0, 5.0, 5.0]
-    assert (cache_on / "k.programs").exists()
-
-
 def test_the_init_compiles_without_llvm_optimizations_on_a_cpu(monkeypatch):
     assert jax.default_backend() == "cpu"
     o0 = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}

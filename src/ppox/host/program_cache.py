@@ -205,23 +205,20 @@ def compile_program(program: Program, args: tuple[Any, ...],
 
 
 def init_beside_chunk(init: Callable[[], Any], chunk: Callable[[], Any]) -> tuple[Any, Any]:
-    """``(init(), chunk())``, ``init`` in a thread (XLA releases the GIL while it compiles)
-    started first, so that its compile runs while this thread traces and compiles the
-    chunk."""
+    """``(init(), chunk())``, the init's compile in a thread (XLA releases the GIL) while
+    this one compiles the chunk."""
     with ThreadPoolExecutor(1, thread_name_prefix="ppox-compile-init") as pool:
         init_future = pool.submit(init)
         chunk_c = chunk()
         return init_future.result(), chunk_c
 
 
-def _compile_pair(init: Program, init_args: tuple[Any, ...], chunk: Callable[[], Program],
+def _compile_pair(init: Program, init_args: tuple[Any, ...], chunk: Program,
                   chunk_args: Callable[[], tuple[Any, ...]],
                   init_options: dict[str, Any] | None) -> tuple[Compiled, Compiled]:
-    """Both programs compiled, the init with ``init_options``: the init's compile in a
-    thread while ``chunk()`` gives the chunk's program (traced and exported, on a miss) and
-    this thread compiles it."""
+    """Both programs compiled, the init with ``init_options``, beside each other."""
     return init_beside_chunk(lambda: compile_program(init, init_args, init_options),
-                             lambda: compile_program(chunk(), chunk_args()))
+                             lambda: compile_program(chunk, chunk_args()))
 
 
 def export_and_compile(key: str, init: tuple[Callable[..., Any], tuple[Any, ...]],
@@ -230,27 +227,15 @@ def export_and_compile(key: str, init: tuple[Callable[..., Any], tuple[Any, ...]
                        ) -> tuple[Compiled, Compiled] | None:
     """Exports the init and the chunk (``(jitted function, arguments)`` each; the chunk
     donates its first argument), compiles them from the exported modules and stores those
-    under ``key``; None (nothing stored) if ``jax.export`` cannot export them. The init
-    compiles while the chunk is traced: XLA's compile of the chunk, the longer one, then
-    has the cores to itself."""
+    under ``key``; None (nothing stored) if ``jax.export`` cannot export them."""
     try:
-        init_program = export_program("init", *init)
+        programs = (export_program("init", *init),
+                    export_program("chunk", *chunk, donate_arg=0))
     except Exception:  # e.g. a custom call jax.export does not know: compile as usual
         return None
-    exported: list[Program] = []
-
-    def chunk_program() -> Program:
-        exported.append(export_program("chunk", *chunk, donate_arg=0))
-        return exported[0]
-
-    try:
-        compiled = _compile_pair(init_program, init[1], chunk_program, lambda: chunk[1],
-                                 init_options)
-    except Exception:
-        if exported:  # the chunk exported: a real error of its compile
-            raise
-        return None
-    store(key, (init_program, exported[0]))
+    compiled = _compile_pair(programs[0], init[1], programs[1], lambda: chunk[1],
+                             init_options)
+    store(key, programs)
     return compiled
 
 
@@ -289,7 +274,7 @@ def load(key: str, init_args: tuple[Any, ...], state_sharding: Any, steps: Any,
                                  sharding=state_sharding) for a in outs])
         return state, hp, steps
 
-    return _compile_pair(init, init_args, lambda: chunk, chunk_args, init_options)
+    return _compile_pair(init, init_args, chunk, chunk_args, init_options)
 
 
 def _decode(blob: bytes) -> tuple[Program, Program]:

@@ -465,9 +465,12 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
 
     With the compilation cache on, they come from ppox's program cache when it has them
     (``ppox.host.program_cache``: nothing traced), else they are traced once, exported,
-    compiled and kept there. XLA compiles the init in a thread (it releases the GIL) while
-    the chunk is traced, lowered from the init's output shapes (``program_inputs``) and
-    compiled here (README, "Compile time against Brax's trainer"); the init with
+    compiled and kept there: both are traced and exported first, then XLA compiles the init
+    in a thread (it releases the GIL) while this one compiles the chunk, lowered from the
+    init's output shapes (``program_inputs``). Without the program cache the init's compile
+    starts before the chunk is traced. Starting it before the chunk's trace on the cache's
+    path too was measured slower: the compile's threads slow the trace (README, "Compile
+    time against Brax's trainer"). The init compiles with
     ``program_cache.init_compiler_options`` (on a CPU, unoptimized: it runs once)."""
     init_options = program_cache.init_compiler_options(cfg.env_id)
     key = program_cache.key_for(
