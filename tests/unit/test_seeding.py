@@ -42,10 +42,16 @@ print("ok")
 """
 
 
-def test_host_keys_with_x64():
-    proc = subprocess.run([sys.executable, "-c", X64], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, JAX_ENABLE_X64="1"))
+def _passes_in_a_process(code: str, **env: str) -> None:
+    """``code`` run by a fresh interpreter with ``env`` (JAX reads these at start-up)
+    prints ``ok``."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, **env))
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_host_keys_with_x64():
+    _passes_in_a_process(X64, JAX_ENABLE_X64="1")
 
 
 RBG = r"""
@@ -59,6 +65,4 @@ print("ok")
 
 
 def test_another_prng_implementation_keeps_jaxs_keys():
-    proc = subprocess.run([sys.executable, "-c", RBG], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, JAX_DEFAULT_PRNG_IMPL="rbg"))
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    _passes_in_a_process(RBG, JAX_DEFAULT_PRNG_IMPL="rbg")
