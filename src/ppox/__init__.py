@@ -5,7 +5,10 @@ Importing ppox changes nothing in JAX. On a CPU, ``use_unrolled_threefry_on_cpu(
 same bits; library users call it once, first thing.
 """
 
-from ppox import _early_signals  # noqa: F401 -- first: a Ctrl-C while `ppox` starts
+from ppox import (  # first, in the command's process: a Ctrl-C kept, the collector off
+    _early_signals,  # noqa: F401
+    _startup_gc,  # noqa: F401
+)
 from ppox._platform import use_unrolled_threefry_on_cpu
 from ppox.config import ConfigError, HParams, PPOConfig
 from ppox.policy import Policy, load_policy

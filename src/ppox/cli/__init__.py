@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from ppox import _startup_gc
 from ppox._platform import (
     enable_compile_cache,
     use_every_cpu_core,
@@ -67,6 +68,8 @@ def cmd_bench(argv: Sequence[str]) -> int:
 __all__ = ["COMMANDS", "console", "main", "resolve_train_args"]
 
 NO_COMPILE_CACHE = "--no-compile-cache"
+# commands whose runs turn the garbage collector back on once compiled (ppox.host.loop)
+COMPILES_TRAINING = ("train", "sweep")
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (cmd_train, "train PPO (default: CartPole-v1)"),
@@ -146,6 +149,8 @@ def _main(argv: list[str]) -> int:
             print(f"error: unknown command {argv[0]!r}\n{_usage()}", file=sys.stderr)
             return 2
     command, _ = COMMANDS[argv[0]]
+    if argv[0] not in COMPILES_TRAINING:
+        _startup_gc.release()  # (ppox._startup_gc) train and sweep: once compiled
     try:
         return command(argv[1:])
     except ConfigError as err:

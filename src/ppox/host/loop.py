@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppox import _startup_gc
 from ppox._platform import compile_cache_counts, compile_cache_note, mending_compile_cache
 from ppox.host import interrupts
 from ppox.host.checkpoint import nonfinite_leaves
@@ -96,6 +97,7 @@ class ChunkLoop:
         with compiling() if callable(compiling) else nullcontext(), mending_compile_cache():
             init_c, chunk_c = self.b.programs()
         compile_s = time.perf_counter() - t0
+        _startup_gc.release()  # the command's start-up is over (ppox._startup_gc)
         # what the end of the run imports (orbax for a run dir's checkpoints, the caller's
         # TrainOptions.prefetch), imported while the first chunks run (ppox.host.prefetch)
         prefetch_imports((*(("orbax.checkpoint",) if self.rd is not None else ()),
