@@ -179,3 +179,59 @@ def test_every_compile_path_gives_the_init_its_options_and_right_numbers(
     assert sorted(given[2:], key=str) == [("chunk", None), ("init", None)]
     for fast, optimized in zip(*params, strict=True):
         np.testing.assert_allclose(fast, optimized, rtol=1e-5, atol=1e-5)
+
+
+# Each in a fresh interpreter, where nothing has set LAPACK up yet: ``make`` exports a QR
+# (LAPACK custom calls on a CPU) and a plain program to files, ``run NAME`` compiles one
+# from its file as a program-cache hit does and runs it.
+LAPACK_PROBE = """
+import pickle
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppox.host import program_cache as pc
+
+x = jax.ShapeDtypeStruct((4, 4), jnp.float32)
+if sys.argv[1] == "make":
+    for name, fn in (("qr", lambda a: jnp.linalg.qr(a)[0]), ("plain", lambda a: a @ a)):
+        with open(sys.argv[2] + "/" + name, "wb") as f:
+            pickle.dump(pc.export_program(name, jax.jit(fn), (x,)), f)
+else:
+    with open(sys.argv[3] + "/" + sys.argv[2], "rb") as f:
+        program = pickle.load(f)
+    out = np.asarray(pc.compile_program(program, (x,))(2 * np.eye(4, dtype=np.float32)))
+    print(sys.argv[2], np.abs(out).diagonal().tolist(), "scipy.linalg" in sys.modules)
+"""
+
+
+def test_lapack_is_set_up_for_a_hit_only_if_its_module_calls_it(tmp_path):
+    # jax.export's call sets LAPACK up for every module, importing scipy.linalg (~75 ms);
+    # ppox skips that for a module without LAPACK calls, and a module with them must still
+    # get it (run without it, the QR ends the process with a segfault)
+    import subprocess
+    import sys
+
+    def probe(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", LAPACK_PROBE, *args, str(tmp_path)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+        return proc.stdout.strip()
+
+    probe("make")
+    assert probe("run", "qr") == "qr [1.0, 1.0, 1.0, 1.0] True"
+    assert probe("run", "plain") == "plain [4.0, 4.0, 4.0, 4.0] False"
+
+
+def test_the_lapack_guard_leaves_a_changed_jax_alone(monkeypatch):
+    from jax._src.export import _export
+
+    def ensure_more(platforms):  # a JAX whose step sets up more than LAPACK
+        del platforms
+        return os.getpid()
+
+    monkeypatch.setattr(_export, "_ensure_backends_initialized", ensure_more)
+    assert pc._guard_lapack_setup() is False
+    assert _export._ensure_backends_initialized is ensure_more

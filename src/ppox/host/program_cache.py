@@ -31,6 +31,7 @@ import json
 import os
 import pickle
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -187,6 +188,51 @@ def init_compiler_options(env_id: str) -> dict[str, Any] | None:
     return None
 
 
+# Lowering a call of an exported module sets up LAPACK on a CPU whether or not the module
+# uses it (``jax._src.export._export._ensure_backends_initialized``), and jaxlib's set-up
+# imports scipy.linalg: ~75 ms, on the critical path of every run's compile. JAX's own
+# lowering sets LAPACK up only when it emits a LAPACK call; for a module with none (no
+# ``lapack_`` custom-call target, whose name its bytes hold verbatim) ppox skips it too.
+_SKIP_LAPACK_SETUP = threading.local()
+
+
+def _guard_lapack_setup() -> bool:
+    """Wraps JAX's set-up step so that it is skipped in a ``lapack_setup_if_used`` block
+    of a module without LAPACK calls (once; idempotent); False, and nothing wrapped, if the
+    step is missing or does more than set up LAPACK in this JAX version."""
+    try:
+        from jax._src.export import _export
+    except ImportError:  # pragma: no cover - depends on the jax version
+        return False
+    original = getattr(_export, "_ensure_backends_initialized", None)
+    if original is None:  # pragma: no cover - depends on the jax version
+        return False
+    if getattr(original, "ppox_guard", False):
+        return True
+    if set(getattr(original, "__code__", compile("", "", "exec")).co_names) != {
+            "linalg", "initialize_lapack"}:
+        return False  # it sets up more than LAPACK now: left as it is
+
+    def ensure_backends_initialized(platforms: tuple[str, ...]) -> None:
+        if not getattr(_SKIP_LAPACK_SETUP, "on", False):
+            original(platforms)
+
+    ensure_backends_initialized.ppox_guard = True  # type: ignore[attr-defined]
+    _export._ensure_backends_initialized = ensure_backends_initialized
+    return True
+
+
+@contextlib.contextmanager
+def lapack_setup_if_used(module: bytes) -> Any:
+    """In this block (this thread), lowering a call of the serialized ``module`` sets up
+    LAPACK only if the module calls LAPACK."""
+    _SKIP_LAPACK_SETUP.on = b"lapack_" not in module and _guard_lapack_setup()
+    try:
+        yield
+    finally:
+        _SKIP_LAPACK_SETUP.on = False
+
+
 def compile_program(program: Program, args: tuple[Any, ...],
                     options: dict[str, Any] | None = None) -> Compiled:
     """``program`` compiled for ``args`` (arrays or shape structs, placed as exported) with
@@ -199,7 +245,8 @@ def compile_program(program: Program, args: tuple[Any, ...],
         return exported.call(*xs)
 
     call.__name__ = call.__qualname__ = program_name(program.name)
-    lowered = jax.jit(call, donate_argnums=program.donate).lower(*jax.tree.leaves(args))
+    with lapack_setup_if_used(program.module):
+        lowered = jax.jit(call, donate_argnums=program.donate).lower(*jax.tree.leaves(args))
     return Compiled(lowered.compile(compiler_options=options), program.in_tree,
                     program.out_tree)
 
