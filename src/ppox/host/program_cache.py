@@ -209,9 +209,9 @@ def _guard_lapack_setup() -> bool:
         return False
     if getattr(original, "ppox_guard", False):
         return True
-    if set(getattr(original, "__code__", compile("", "", "exec")).co_names) != {
-            "linalg", "initialize_lapack"}:
-        return False  # it sets up more than LAPACK now: left as it is
+    code = getattr(original, "__code__", None)
+    if code is None or set(code.co_names) != {"linalg", "initialize_lapack"}:
+        return False  # it sets up more than LAPACK now (or is not Python): left as it is
 
     def ensure_backends_initialized(platforms: tuple[str, ...]) -> None:
         if not getattr(_SKIP_LAPACK_SETUP, "on", False):
