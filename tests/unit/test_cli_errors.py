@@ -97,6 +97,10 @@ CASES: list[tuple[list[str], str | re.Pattern]] = [
      "every N chunks; 0: only at the end); e.g. --checkpoint-every 0"),
     (["train", "--checkpoint-every", "often"],
      "checkpoint_every='often' must be an integer; e.g. --checkpoint-every 0"),
+    (["train", "--profile-updates", "-1"],
+     "--profile-updates -1 must be >= 0 (the updates to trace; 0: off)"),
+    (["train", "--profile-dir", "{tmp}/prof"], "--profile-dir says where --profile-updates N "
+     "writes its trace; add --profile-updates N"),
     (["train", "--seed", "zero"], "seed='zero' must be an integer; e.g. --seed 0"),
     (["train", "--seed", "-1"], "seed=-1 must lie in [0, 4294967295] (a JAX key keeps 32 "
      "bits of its seed: others repeat these); e.g. --seed 0"),

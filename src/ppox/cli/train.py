@@ -62,6 +62,12 @@ def _check_run_flags(args: Any) -> None:
                         ("--split-networks", args.split_networks)):
         if given and args.num_seeds != 1:
             raise ConfigError(f"{flag} spreads one run across devices; use --num-seeds 1")
+    if args.profile_updates < 0:
+        raise ConfigError(f"--profile-updates {args.profile_updates} must be >= 0 (the "
+                          "updates to trace; 0: off)")
+    if args.profile_dir is not None and not args.profile_updates:
+        raise ConfigError("--profile-dir says where --profile-updates N writes its trace; "
+                          "add --profile-updates N")
 
 
 def _announce(args: Any, cfg: Any, run_dir: Path, info: dict) -> None:
@@ -124,6 +130,8 @@ def _train(args: Any, cfg: Any, hp: Any, writer: bool) -> int:
                             split_networks=args.split_networks, overwrite=args.overwrite,
                             checkpoint_every_s=args.checkpoint_every_s,
                             prefetch=TRAIN_TAIL_MODULES if writer else (),
+                            profile_updates=args.profile_updates,
+                            profile_dir=args.profile_dir,
                             on_start=partial(_announce, args, cfg, run_dir) if writer else None)
     except RunInterrupted as stop:
         again = (f"; resume with: {resume_command(run_dir, _resume_flags(args))}"

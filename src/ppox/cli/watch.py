@@ -41,6 +41,14 @@ def watch_fields() -> list[tuple]:
                                        "policy in RUN_DIR/best, a run dir for ppox eval and "
                                        "ppox.load_policy")],
          f(default=False)),
+        ("profile_updates", A[int, arg(help="trace N training updates (after the first "
+                                            "chunk) with jax.profiler into --profile-dir: "
+                                            "a Perfetto trace and TensorBoard's profile "
+                                            "files; they run slower while traced (0: off)")],
+         f(default=0)),
+        ("profile_dir", A[Path | None, arg(help="where --profile-updates writes (default: "
+                                                "RUN_DIR/profile)")],
+         f(default=None)),
     ]
 
 

@@ -29,6 +29,7 @@ from ppox.host.checkpoint import nonfinite_leaves
 from ppox.host.loggers import Logger, close_all, write_all
 from ppox.host.metrics import episode_means
 from ppox.host.prefetch import prefetch_imports
+from ppox.host.profiling import ProfileWindow
 from ppox.host.results import RunResult, make_result, summary
 from ppox.host.rundir import RunDir
 from ppox.parallel import distributed
@@ -85,6 +86,8 @@ class ChunkLoop:
         self.run_s = 0.0
         self.first_bad = np.zeros(batch.num_runs, np.int64)
         self.saved_step: int | None = None
+        self.profile = ProfileWindow.build(self.opts.profile_updates,
+                                           self.opts.profile_directory)
         self._t_last = self._t_train = self._t_ckpt = time.perf_counter()
 
     def run(self) -> RunResult:
@@ -111,6 +114,8 @@ class ChunkLoop:
             state = self._loop(chunk_c, state)
             return self._finish(state, compile_s)
         finally:
+            if self.profile is not None:
+                self.profile.close()
             close_all(self.loggers)
 
     def _open_run_dir(self, state: Any) -> Any:
@@ -163,7 +168,16 @@ class ChunkLoop:
         self._t_last = self._t_train = self._t_ckpt = time.perf_counter()
         while self.done < num_updates and self._stop_request() is None:
             n = min(self.b.chunk_size, num_updates - self.done)
+            if self.profile is not None:  # ppox.host.profiling: the traced call, once
+                n = self.profile.arm(n, self.chunks, num_updates - self.done,
+                                     self.b.chunk_size)
+            traced = self.profile is not None and self.profile.armed
+            if traced:  # the chunk before is read first: the trace holds this call alone
+                self._start_trace(pending, state)
+                pending = None
             state, metrics = chunk_c(state, self.b.hp_batch, self.b.steps(n))
+            if traced:  # writing the trace is not training time
+                self._t_last += self.profile.stop(state, self.done, n)
             self._in_flight = state
             ev = self.opts.evaluator
             if ev is not None and ev.due(self.done + n):
@@ -186,6 +200,12 @@ class ChunkLoop:
         if self._stop_request() is not None and self.done < num_updates:
             self._interrupted(state)
         return state
+
+    def _start_trace(self, pending: Any, state: Any) -> None:
+        """Reads the chunk before the traced call, then starts the trace."""
+        if pending is not None:
+            self._read(pending)
+        self.profile.start(state)
 
     def _read(self, pending: tuple[dict[str, Any], int, int]) -> None:
         """Fetches one chunk's metrics (blocks on it), logs and reports them, and stops a
@@ -315,6 +335,8 @@ class ChunkLoop:
                          run_dir=self.rd.path if self.rd is not None else None)
         result.nonfinite_update = self.first_bad.copy()
         result.extra["compile_cache"] = self.compile_note
+        if self.profile is not None and self.profile.info is not None:
+            result.extra["profile"] = self.profile.info
         if self.rd is not None:
             if self.saved_step != done:
                 self._checkpoint(state)

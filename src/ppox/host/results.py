@@ -13,6 +13,7 @@ import numpy as np
 from ppox import _platform
 from ppox.config import HParams, PPOConfig
 from ppox.host.metrics import final_return, learning_curve_auc
+from ppox.host.profiling import profile_line
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -112,6 +113,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "final_return": fr.tolist(),
         "final_return_mean": float(np.nanmean(fr)) if np.isfinite(fr).any() else None,
         "final_return_std": float(np.nanstd(fr)) if np.isfinite(fr).any() else None,
+        **({"profile": result.extra["profile"]} if "profile" in result.extra else {}),
     }
 
 
@@ -134,6 +136,8 @@ def summary_lines(result: RunResult) -> list[str]:
                      f"run {result.run_s:.1f} s, {result.steps_per_second:,.0f} env steps/s")
     if result.run_dir is not None:
         lines.append(f"run dir: {result.run_dir}")
+    if "profile" in result.extra:
+        lines.append(profile_line(result.extra["profile"]))
     if not np.isfinite(fr).any():
         lines.append("final return: n/a (no episode ended during training)")
     elif len(fr) == 1:

@@ -150,6 +150,9 @@ class TrainOptions:
         prefetch: modules the caller imports after training (``ppox train``: its learning
             curve's ``ppox.host.plots``), imported in a thread once the programs are
             compiled, as a run directory's ``orbax.checkpoint`` is (``ppox.host.prefetch``).
+        profile_updates: trace this many updates with ``jax.profiler`` (0: none), into
+            ``profile_dir`` (default ``run_dir/profile``); ``ppox.host.profiling`` says which
+            updates and what is written. ``RunResult.extra["profile"]`` describes the trace.
     """
 
     run_dir: str | Path | None = None
@@ -170,6 +173,8 @@ class TrainOptions:
     on_start: Callable[[dict[str, Any]], None] | None = None
     evaluator: Any = None
     prefetch: Sequence[str] = ()
+    profile_updates: int = 0
+    profile_dir: str | Path | None = None
 
     def validate(self) -> None:
         for name in ("progress_chunks", "chunk_size"):
@@ -184,6 +189,21 @@ class TrainOptions:
         if self.resume and self.overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces it; "
                               "choose one")
+        if self.profile_updates < 0:
+            raise ConfigError(f"profile_updates={self.profile_updates} must be >= 0 (0: off)")
+        if self.profile_dir is not None and not self.profile_updates:
+            raise ConfigError("--profile-dir says where --profile-updates N writes its trace: "
+                              "add --profile-updates N")
+        if self.profile_updates and self.profile_directory is None:
+            raise ConfigError("--profile-updates needs a directory for its trace: give "
+                              "--profile-dir (or a run directory)")
+
+    @property
+    def profile_directory(self) -> Path | None:
+        """Where a profile goes: ``profile_dir``, else ``run_dir/profile``."""
+        if self.profile_dir is not None:
+            return Path(self.profile_dir)
+        return Path(self.run_dir) / "profile" if self.run_dir is not None else None
 
     @property
     def stops_on_nonfinite(self) -> bool:
@@ -215,7 +235,8 @@ def train_runs(
     same time (the same arithmetic as one device; one seed; pays off when the update's small
     matmuls dominate). Every other argument, and the keyword ``options``
     (``checkpoint_every_s``, ``overwrite``, ``loggers``, ``logger_options``,
-    ``on_nonfinite``, ``notify``), is a ``TrainOptions`` field.
+    ``on_nonfinite``, ``notify``, ``profile_updates``, ``profile_dir``, ...), is a
+    ``TrainOptions`` field.
 
     Raises ``ConfigError`` (bad settings, a run directory that breaks its rules; before any
     compile), ``RunDiverged``, ``StorageError`` (a failed write; what was kept is said) and

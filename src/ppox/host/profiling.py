@@ -1,0 +1,107 @@
+"""A ``jax.profiler`` trace of a few training updates (``--profile-updates N``).
+
+The chunk program takes its number of updates as an argument, so the traced call is the same
+compiled program run for ``N`` updates: nothing is compiled for it, and the run's numbers are
+the same as without a trace (a call of ``N`` updates followed by the rest of the chunk's is the
+same arithmetic as one call of all of them). The traced call is the one after the run's first
+chunk -- by then the program has run once, so its first-execution costs (page faults, buffer
+allocations) stay out of the trace -- or the run's first ``N`` updates when the first chunk
+would finish the run. Around it the host waits for the device (before: so that the trace holds
+only those updates; after: so that it holds all of them), and writing the trace is not counted
+as training time. The traced updates themselves run slower: the profiler records every
+kernel (on a CPU every XLA thunk, ~5x slower for CartPole's small ones), so the run's time and
+its steps/s include that.
+
+The trace is TensorBoard's profile format (``plugins/profile/<time>/<host>.xplane.pb``, for
+``tensorboard --logdir DIR`` with ``tensorboard-plugin-profile``) plus a Perfetto trace
+(``perfetto_trace.json.gz``: open it at ui.perfetto.dev, nothing to install). Across
+``jax.distributed`` processes each process writes its own under ``DIR/process_<i>``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+
+
+@dataclass
+class ProfileWindow:
+    """The one traced call of a run: ``arm`` decides (and sizes) it, ``start`` and ``stop``
+    bracket it; ``info`` says what was traced (None until then)."""
+
+    updates: int  # how many updates to trace (>= 1)
+    directory: Path
+    armed: bool = False  # the next call is the traced one
+    running: bool = False  # the trace is on
+    done: bool = False
+    info: dict[str, Any] | None = None
+    _t0: float = field(default=0.0, repr=False)
+
+    @classmethod
+    def build(cls, updates: int, directory: Path | None) -> ProfileWindow | None:
+        """None when ``updates`` is 0 (off); several processes: each its own directory."""
+        if not updates:
+            return None
+        assert directory is not None  # TrainOptions.validate
+        if jax.process_count() > 1:
+            directory = directory / f"process_{jax.process_index()}"
+        return cls(updates, Path(directory))
+
+    def arm(self, n: int, chunks_done: int, remaining: int, chunk_size: int) -> int:
+        """The number of updates of the next call (``n`` unless it is the traced one, then at
+        most ``updates``); arms the trace for it."""
+        if self.done or not (chunks_done >= 1 or remaining <= chunk_size):
+            return n
+        self.armed = True
+        return min(n, self.updates)
+
+    def start(self, state: Any) -> None:
+        jax.block_until_ready(state)  # the calls before stay out of the trace
+        self.directory.mkdir(parents=True, exist_ok=True)
+        options = jax.profiler.ProfileOptions()
+        options.python_tracer_level = 0  # the program's kernels, not the host's Python
+        jax.profiler.start_trace(str(self.directory), create_perfetto_trace=True,
+                                 profiler_options=options)
+        self.running = True
+        self._t0 = time.perf_counter()
+
+    def stop(self, state: Any, first_update: int, n: int) -> float:
+        """Waits for the traced call, ends the trace (writing it) and returns the seconds
+        the writing took (not training time)."""
+        jax.block_until_ready(state)
+        traced_s = time.perf_counter() - self._t0
+        t_write = time.perf_counter()
+        self._end()
+        write_s = time.perf_counter() - t_write
+        runs = sorted((self.directory / "plugins" / "profile").glob("*"))
+        self.info = {"dir": str(self.directory), "trace": str(runs[-1]) if runs else None,
+                     "first_update": first_update + 1, "last_update": first_update + n,
+                     "traced_s": traced_s, "write_s": write_s}
+        return write_s
+
+    def close(self) -> None:
+        """Ends a trace left running (an exception or interrupt inside the traced call)."""
+        if self.running:
+            self._end()
+
+    def _end(self) -> None:
+        self.armed = self.running = False
+        self.done = True
+        jax.profiler.stop_trace()
+
+
+def profile_line(info: dict[str, Any]) -> str:
+    """One line for the summary: which updates, where, how to open it."""
+    where = info["trace"] or info["dir"]
+    first, last = info["first_update"], info["last_update"]
+    which = f"update {first}" if first == last else f"updates {first}-{last}"
+    return (f"profile: {which} traced in "
+            f"{info['traced_s']:.2f} s to {where} (perfetto_trace.json.gz: "
+            "ui.perfetto.dev; *.xplane.pb: TensorBoard's profile plugin)")
+
+
+__all__ = ["ProfileWindow", "profile_line"]
