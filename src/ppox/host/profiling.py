@@ -9,8 +9,9 @@ allocations) stay out of the trace -- or the run's first ``N`` updates when the 
 would finish the run. Around it the host waits for the device (before: so that the trace holds
 only those updates; after: so that it holds all of them), and writing the trace is not counted
 as training time. The traced updates themselves run slower: the profiler records every
-kernel (on a CPU every XLA thunk, ~5x slower for CartPole's small ones), so the run's time and
-its steps/s include that.
+kernel (on a CPU every XLA thunk, ~10x slower for CartPole's sub-microsecond ones, whose
+durations in the trace are then mostly the profiler's own cost), so the run's time and its
+steps/s include that.
 
 The trace is TensorBoard's profile format (``plugins/profile/<time>/<host>.xplane.pb``, for
 ``tensorboard --logdir DIR`` with ``tensorboard-plugin-profile``) plus a Perfetto trace
