@@ -118,3 +118,23 @@ def test_each_of_several_processes_traces_into_its_own_directory(tmp_path, monke
     monkeypatch.setattr(profiling.jax, "process_index", lambda: 1)
     window = profiling.ProfileWindow.build(2, tmp_path)
     assert window.directory == tmp_path / "process_1" and window.updates == 2
+
+
+def test_a_trace_that_cannot_start_leaves_the_run_untraced_and_says_so(tmp_path):
+    """Another profile already running (the caller's own): the run trains on, the same
+    numbers, and its result and summary line say the trace was not started."""
+    from ppox.host.profiling import profile_line
+
+    plain = train_runs(SMALL, [HParams()], [1], chunk_size=3)
+    jax.profiler.start_trace(str(tmp_path / "caller"))
+    try:
+        out = train_runs(SMALL, [HParams()], [1], chunk_size=3, profile_updates=2,
+                         profile_dir=tmp_path / "ours")
+    finally:
+        jax.profiler.stop_trace()
+    info = out.extra["profile"]
+    assert info["error"].startswith("not started: ") and "first_update" not in info
+    assert profile_line(info).startswith("profile: not started: ")
+    for a, b in zip(jax.tree.leaves(plain.state.params), jax.tree.leaves(out.state.params),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

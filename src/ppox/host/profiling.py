@@ -61,27 +61,43 @@ class ProfileWindow:
         return min(n, self.updates)
 
     def start(self, state: Any) -> None:
+        """Starts the trace once the calls before have run. A trace that cannot start (the
+        directory cannot be made, another profile is running) is said in ``info`` and the
+        run goes on untraced."""
         jax.block_until_ready(state)  # the calls before stay out of the trace
-        self.directory.mkdir(parents=True, exist_ok=True)
         options = jax.profiler.ProfileOptions()
         options.python_tracer_level = 0  # the program's kernels, not the host's Python
-        jax.profiler.start_trace(str(self.directory), create_perfetto_trace=True,
-                                 profiler_options=options)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            jax.profiler.start_trace(str(self.directory), create_perfetto_trace=True,
+                                     profiler_options=options)
+        except (OSError, RuntimeError) as exc:
+            self.armed, self.done = False, True
+            self.info = {"dir": str(self.directory), "error": f"not started: {exc}"}
+            return
         self.running = True
         self._t0 = time.perf_counter()
 
     def stop(self, state: Any, first_update: int, n: int) -> float:
         """Waits for the traced call, ends the trace (writing it) and returns the seconds
-        the writing took (not training time)."""
+        the writing took (not training time). A failed write is said in ``info``; the run
+        goes on."""
+        if not self.running:
+            return 0.0
         jax.block_until_ready(state)
         traced_s = time.perf_counter() - self._t0
         t_write = time.perf_counter()
-        self._end()
+        error = None
+        try:
+            self._end()
+        except (OSError, RuntimeError) as exc:
+            error = f"not written: {exc}"
         write_s = time.perf_counter() - t_write
         runs = sorted((self.directory / "plugins" / "profile").glob("*"))
         self.info = {"dir": str(self.directory), "trace": str(runs[-1]) if runs else None,
                      "first_update": first_update + 1, "last_update": first_update + n,
-                     "traced_s": traced_s, "write_s": write_s}
+                     "traced_s": traced_s, "write_s": write_s,
+                     **({"error": error} if error else {})}
         return write_s
 
     def close(self) -> None:
@@ -96,13 +112,15 @@ class ProfileWindow:
 
 
 def profile_line(info: dict[str, Any]) -> str:
-    """One line for the summary: which updates, where, how to open it."""
+    """One line for the summary: which updates, where, how to open it (or why not)."""
+    if "error" in info:
+        return f"profile: {info['error']} ({info['dir']}); the run itself was not affected"
     where = info["trace"] or info["dir"]
     first, last = info["first_update"], info["last_update"]
     which = f"update {first}" if first == last else f"updates {first}-{last}"
-    return (f"profile: {which} traced in "
-            f"{info['traced_s']:.2f} s to {where} (perfetto_trace.json.gz: "
-            "ui.perfetto.dev; *.xplane.pb: TensorBoard's profile plugin)")
+    return (f"profile: {which} traced in {info['traced_s']:.2f} s to {where} "
+            "(perfetto_trace.json.gz: ui.perfetto.dev; *.xplane.pb: TensorBoard's profile "
+            "plugin)")
 
 
 __all__ = ["ProfileWindow", "profile_line"]
