@@ -27,6 +27,11 @@ Steps, in order (the full sizes; ``--smoke`` shrinks each):
 ``peers``           Brax's PPO trainer on the brax and playground steps' envs and rejax
                     (PureJaxRL-style) on CartPole, 4,096 envs, 20 updates, where
                     ``.venvs/peer-<name>`` exists; else skipped, saying so
+``profile``         CartPole-v1, 4,096 envs: 2 updates traced with ``jax.profiler``
+                    (``train_runs(profile_updates=2)``) and the trace's top kernels by their
+                    own time (``ppox.host.profiling.kernel_table``): where a GPU update's
+                    time goes. Last, with the time the others left; the trace itself is not
+                    kept, its table is in ``profile.json``
 
 Writes one JSON per step, ``summary.json`` and ``summary.md`` into ``--out`` (default
 ``benchmarks/results/<machine>/gpu_check/``; with ``--smoke`` a temporary folder). Every
@@ -89,6 +94,7 @@ class Sizes:
     sweep_steps: int  # env steps per configuration
     sweep_sequential: int  # sequential calls timed (then extrapolated)
     matmul_n: int
+    profile_envs: int
     target_s: float  # seconds per timed call
     repeats: int
     budgets: Mapping[str, float]  # step -> its time limit, seconds
@@ -99,19 +105,20 @@ class Sizes:
 FULL = Sizes(brax_env="brax/ant", playground_env="playground/CartpoleBalance",
              cartpole_envs=4096, cartpole_large_envs=16384, brax_envs=4096,
              playground_envs=4096, sweep_configs=64, sweep_steps=4 * 128 * 1000,
-             sweep_sequential=1, matmul_n=8192, target_s=3.0, repeats=3,
+             sweep_sequential=1, matmul_n=8192, profile_envs=4096, target_s=3.0, repeats=3,
              budgets={"device": 45, "cartpole": 45, "cartpole_large": 50, "brax": 110,
-                      "playground": 90, "sweep": 120, "peers": 120})
+                      "playground": 90, "sweep": 120, "peers": 120, "profile": 60})
 # brax/ant compiles for ~70 s on a busy 2-core CPU; inverted_pendulum takes the same path.
 SMOKE = Sizes(brax_env="brax/inverted_pendulum", playground_env="playground/CartpoleBalance",
               cartpole_envs=16, cartpole_large_envs=64, brax_envs=16, playground_envs=16,
               sweep_configs=4, sweep_steps=4 * 128 * 4, sweep_sequential=2, matmul_n=256,
-              target_s=0.3, repeats=1,
+              profile_envs=16, target_s=0.3, repeats=1,
               budgets={"device": 60, "cartpole": 90, "cartpole_large": 90, "sweep": 120,
-                       "brax": 240, "playground": 240, "peers": 120},
+                       "brax": 240, "playground": 240, "peers": 120, "profile": 90},
               brax_overrides={"num_steps": 8},
               playground_overrides={"num_steps": 16, "update_epochs": 1, "num_minibatches": 4})
-STEPS = ("device", "cartpole", "cartpole_large", "brax", "playground", "sweep", "peers")
+STEPS = ("device", "cartpole", "cartpole_large", "brax", "playground", "sweep", "peers",
+         "profile")
 
 
 # --- Child processes: what runs inside each step's fresh process --------------------------------
@@ -153,6 +160,30 @@ def sweep_child(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {**child(args), "machine": machine_name()}
 
 
+def profile_child(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """In a fresh process: ``spec["updates"]`` updates of the env's trainer traced with
+    ``jax.profiler`` right after its first chunk, and the trace's top kernels."""
+    from benchmarks.harness.machine import machine_name
+    from ppox.diagnostics import point_config
+    from ppox.host.profiling import kernel_table
+    from ppox.host.run import train_runs
+
+    updates = int(spec["updates"])
+    cfg, hp = point_config(spec["env_id"], int(spec["num_envs"]))
+    cfg = cfg.replace(total_timesteps=cfg.batch_size * 3 * updates)  # first, traced, last
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train_runs(cfg, [hp], [0], chunk_size=updates, profile_updates=updates,
+                         profile_dir=tmp)
+        info = res.extra["profile"]
+        table = (kernel_table(info["trace"], top=int(spec["top"]))
+                 if "error" not in info and info.get("trace") else None)
+    return {"machine": machine_name(), "compile_s": res.compile_s, "profile": info,
+            "table": table, "env_steps_traced": updates * cfg.batch_size,
+            "config": {"num_envs": cfg.num_envs, "num_steps": cfg.num_steps,
+                       "update_epochs": cfg.update_epochs,
+                       "num_minibatches": cfg.num_minibatches}}
+
+
 def pinned_versions() -> dict[str, str]:
     """``{distribution: version}`` of pyproject.toml's ``==`` pins (dependencies and the
     playground extra)."""
@@ -191,7 +222,7 @@ def try_import(module: str) -> dict[str, Any]:
 
 
 CHILDREN: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "device": device_child, "sweep": sweep_child}
+    "device": device_child, "sweep": sweep_child, "profile": profile_child}
 
 
 def child_main(kind: str, spec_json: str) -> int:
@@ -333,6 +364,26 @@ def step_peers(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def step_profile(ctx: Context) -> dict[str, Any]:
+    n, updates = ctx.sizes.profile_envs, 2
+    spec = {"env_id": "CartPole-v1", "num_envs": n, "updates": updates, "top": 15}
+    res = child_in_process("profile", spec, ctx.timeout("profile"))
+    what = f"CartPole-v1, {n:,} envs: {updates} updates traced with jax.profiler"
+    if "error" in res:
+        return _failed(res, what)
+    info, table = res["profile"], res["table"]
+    common = {"what": what, "compile_s": res["compile_s"], "wall_s": res.get("process_wall_s"),
+              "command": res.get("command"), "result": res}
+    if table is None:
+        return {**common, "status": "failed", "error": info.get("error", "no trace written")}
+    top = "; ".join(f"{r['name']} {r['share']:.0%} (x{r['count']})" for r in table["rows"][:3])
+    busy = table["busy_us"] / 1e6 / info["traced_s"] if info["traced_s"] else 0.0
+    return {**common, "status": "ok", "run_s": info["traced_s"],
+            "env_steps": res["env_steps_traced"], "kernels": table,
+            "note": f"the traced call (slower than untraced); {table['source']} kernels busy "
+                    f"{busy:.0%} of it; top by own time: {top}"}
+
+
 def _short(why: str) -> str:
     return why.split(";")[0].replace(f"{ROOT}{os.sep}", "")
 
@@ -377,7 +428,7 @@ def run_peer(ctx: Context, peer: str, env_id: str) -> dict[str, Any]:
 STEP_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "device": step_device, "cartpole": step_cartpole, "cartpole_large": step_cartpole_large,
     "sweep": step_sweep, "brax": step_brax, "playground": step_playground,
-    "peers": step_peers}
+    "peers": step_peers, "profile": step_profile}
 
 
 def _median(xs: Sequence[float]) -> float:

@@ -12,6 +12,7 @@ import pytest
 
 from ppox import HParams, PPOConfig
 from ppox.config import ConfigError
+from ppox.host.profiling import _self_times, kernel_table
 from ppox.host.run import train_runs
 
 SMALL = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 8, update_epochs=2,
@@ -51,6 +52,22 @@ def test_profiled_run_traces_the_updates_after_the_first_chunk_and_changes_nothi
     names = {e.get("name", "") for e in _trace_events(run)}
     # the program's own kernels were recorded, not just the host
     assert any("fusion" in n for n in names), sorted(names)[:40]
+    # the kernel table: the rollout's kernels ran 2 updates x 32 steps times, the SGD
+    # step's 2 updates x 2 epochs x 2 minibatches times
+    table = kernel_table(run, top=10_000)
+    counts = {r["count"] for r in table["rows"]}
+    assert table["source"] == "cpu threads" and {64, 8} <= counts, sorted(counts)
+    assert table["busy_us"] > 0 and abs(sum(r["share"] for r in table["rows"]) - 1) < 1e-9
+
+
+def test_kernel_times_are_their_own_not_their_loops():
+    events = [{"name": "while.1", "ph": "X", "pid": 1, "tid": 2, "ts": 0.0, "dur": 10.0},
+              {"name": "a", "ph": "X", "pid": 1, "tid": 2, "ts": 1.0, "dur": 2.0},
+              {"name": "cond.2", "ph": "X", "pid": 1, "tid": 2, "ts": 4.0, "dur": 2.0},
+              {"name": "b", "ph": "X", "pid": 1, "tid": 2, "ts": 4.5, "dur": 0.5},
+              {"name": "c", "ph": "X", "pid": 1, "tid": 3, "ts": 4.0, "dur": 7.0}]
+    own = {e["name"]: t for e, t in _self_times(events)}
+    assert own == {"while.1": 6.0, "a": 2.0, "cond.2": 1.5, "b": 0.5, "c": 7.0}
 
 
 def test_a_one_chunk_run_traces_its_first_updates_into_profile_dir(tmp_path):

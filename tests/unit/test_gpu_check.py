@@ -43,6 +43,14 @@ def fake_child(kind, spec, timeout):
                 "matmul": {"n": 64, "peak_gflops": 1000.0},
                 "imports": {"brax": {"ok": True}, "mujoco_playground": {"ok": False}},
                 "process_wall_s": 2.0}
+    if kind == "profile":
+        rows = [{"name": "fusion.1", "count": 256, "total_us": 3000.0, "share": 0.75},
+                {"name": "gemm", "count": 32, "total_us": 1000.0, "share": 0.25}]
+        return {"machine": "nvidia-fake", "compile_s": 6.0, "env_steps_traced": 2 * 524_288,
+                "profile": {"traced_s": 0.01, "first_update": 3, "last_update": 4,
+                            "trace": "/tmp/x"},
+                "table": {"source": "device", "events": 288, "busy_us": 4000.0,
+                          "rows": rows}, "process_wall_s": 15.0}
     sweep = {"compile_s": 5.0, "run_s": 10.0, "env_steps": 64_000, "sps_run": 6400.0,
              "sps_wall": 4000.0, "best_final_return": 500.0}
     return {"sweep": sweep, "sequential": {"sps_run": 640.0, "calls_timed": 2},
@@ -80,6 +88,11 @@ def test_every_step_writes_its_fields_and_failures_do_not_stop_the_rest(
     assert steps["playground"]["status"] == "timed out"
     assert steps["peers"]["status"] == "skipped" and "no venv at" in steps["peers"]["note"]
     assert steps["device"]["pins_that_differ"]["jax"]["installed"] == "0.11.2"
+    prof = steps["profile"]
+    assert prof["status"] == "ok" and prof["run_s"] == 0.01
+    assert prof["note"].endswith("device kernels busy 40% of it; top by own time: "
+                                 "fusion.1 75% (x256); gemm 25% (x32)")
+    assert prof["kernels"]["rows"][0]["name"] == "fusion.1"
 
     summary = json.loads((res_dir / "summary.json").read_text())
     assert [s["step"] for s in summary["steps"]] == list(gpu_check.STEPS)
@@ -124,7 +137,9 @@ def test_the_budget_caps_each_time_limit_and_skips_what_does_not_fit():
     assert ctx.timeout("device") == pytest.approx(30, abs=1)
     ctx = gpu_check.Context(gpu_check.FULL, deadline=gpu_check.time.monotonic() - 1)
     assert gpu_check.run_step(ctx, "cartpole")["status"] == "skipped"
-    assert sum(gpu_check.FULL.budgets[s] for s in gpu_check.STEPS if s != "peers") <= 480
+    # the measurements fit in 8 minutes; peers and profile, last, take what is left
+    assert sum(gpu_check.FULL.budgets[s] for s in gpu_check.STEPS
+               if s not in ("peers", "profile")) <= 480
 
 
 def test_pins_are_read_from_pyproject():
@@ -134,12 +149,13 @@ def test_pins_are_read_from_pyproject():
 
 @pytest.mark.slow
 def test_smoke_mode_for_real(tmp_path):
-    """The driver in a fresh process, ``--smoke``: the device step, CartPole and the sweep
-    at their tiny sizes on the CPU; every measured step has positive figures."""
+    """The driver in a fresh process, ``--smoke``: the device step, CartPole, the sweep and
+    the profile at their tiny sizes on the CPU; every measured step has positive figures,
+    and the profile's table holds the traced updates' kernels."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("OUT", None)
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke",
-                           "--steps", "cartpole,sweep", "--out", str(tmp_path)],
+                           "--steps", "cartpole,sweep,profile", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     device = json.loads((tmp_path / "device.json").read_text())
@@ -151,6 +167,12 @@ def test_smoke_mode_for_real(tmp_path):
         assert step["compile_s"] > 0 and step["run_s"] > 0 and step["sps"] > 0
         assert step["mode"].startswith("smoke")
     assert "| cartpole |" in (tmp_path / "summary.md").read_text()
+    prof = json.loads((tmp_path / "profile.json").read_text())
+    assert prof["status"] == "ok", prof
+    table = prof["kernels"]
+    assert table["source"] == "cpu threads" and table["busy_us"] > 0
+    # CartPole's 128 rollout steps of each of the 2 traced updates
+    assert any(r["count"] == 2 * 128 for r in table["rows"]), table["rows"]
 
 
 def test_peers_run_where_their_venvs_exist(monkeypatch):

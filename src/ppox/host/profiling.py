@@ -123,4 +123,67 @@ def profile_line(info: dict[str, Any]) -> str:
             "plugin)")
 
 
-__all__ = ["ProfileWindow", "profile_line"]
+def _self_times(events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+    """Each complete event with its own time: its duration less its direct children's (an
+    XLA while or conditional thunk holds the thunks of its body), thread by thread."""
+    threads: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for e in events:
+        threads.setdefault((e.get("pid"), e.get("tid")), []).append(e)
+    out: list[tuple[dict[str, Any], float]] = []
+    for evs in threads.values():
+        evs.sort(key=lambda e: (float(e["ts"]), -float(e.get("dur", 0.0))))
+        own = [float(e.get("dur", 0.0)) for e in evs]
+        stack: list[tuple[float, int]] = []  # (end, index) of the enclosing events
+        for i, e in enumerate(evs):
+            start = float(e["ts"])
+            while stack and stack[-1][0] <= start:
+                stack.pop()
+            if stack:
+                own[stack[-1][1]] -= float(e.get("dur", 0.0))
+            stack.append((start + float(e.get("dur", 0.0)), i))
+        out += list(zip(evs, own, strict=True))
+    return out
+
+
+def kernel_table(trace_dir: str | Path, top: int = 15) -> dict[str, Any]:
+    """Where a trace's device time went: the ``top`` kernels by their own time (nested
+    thunks' time is their own, not their loop's) in its ``perfetto_trace.json.gz``, with
+    their counts and shares.
+
+    The kernels are the events of the ``/device:*`` processes (a GPU's or TPU's); on a CPU,
+    where XLA's thunks run on the host, the events of its XLA threads that are not the
+    runtime's own scopes (``ThunkExecutor::Execute`` and the like). Returns ``{"source",
+    "events", "busy_us", "rows": [{"name", "count", "total_us", "share"}, ...]}``."""
+    import gzip
+    import json
+
+    (path,) = Path(trace_dir).glob("perfetto_trace.json.gz")
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    procs = {e["pid"]: e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    threads = {(e["pid"], e.get("tid")): e["args"]["name"] for e in events
+               if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    devices = {pid for pid, name in procs.items() if name.startswith("/device:")}
+    source = "device" if devices else "cpu threads"
+    if devices:
+        chosen = [e for e in events if e.get("ph") == "X" and e.get("pid") in devices]
+    else:
+        chosen = [e for e in events if e.get("ph") == "X"
+                  and "XLA" in threads.get((e.get("pid"), e.get("tid")), "")]
+    totals: dict[str, list[float]] = {}
+    for e, own in _self_times(chosen):
+        if "::" in e.get("name", ""):  # the runtime's scopes, not kernels
+            continue
+        entry = totals.setdefault(e["name"], [0, 0.0])
+        entry[0] += 1
+        entry[1] += max(own, 0.0)
+    busy = sum(t for _, t in totals.values())
+    rows = [{"name": name, "count": int(count), "total_us": total,
+             "share": total / busy if busy else 0.0}
+            for name, (count, total) in sorted(totals.items(), key=lambda kv: -kv[1][1])]
+    return {"source": source, "events": int(sum(c for c, _ in totals.values())),
+            "busy_us": busy, "rows": rows[:top]}
+
+
+__all__ = ["ProfileWindow", "kernel_table", "profile_line"]
