@@ -141,8 +141,11 @@ class FlopCount:
     forward+backward passes of actor and critic over the ``N`` rows, a backward pass costing
     2 x the forward except in the layer that reads the observation (1 x: no gradient for
     the input itself; ``input_row`` is that layer's forward FLOPs, actor + critic).
-    ``executed_extra`` is what ppox's clipped PPO runs beyond that: its critic pass covers
-    ``2 N`` rows (obs and final obs, see ``ppox.rollout``); its diagnostics come from the SGD
+    ``executed_extra`` is what ppox's clipped PPO runs beyond that: below
+    ``ppox.nets.TRUNCATED_PASS_ROWS`` rollout rows its critic pass covers ``2 N`` rows (obs
+    and final obs, see ``ppox.rollout``); from there on ``N + B`` rows and a block of ``B``
+    rows for the truncated steps (counted once: one block whenever a time limit cuts an env
+    at most once per rollout); its diagnostics come from the SGD
     steps' own forward passes (``ppo_kl`` and ``trpo`` add a forward pass over the batch,
     not counted here). A row's FLOPs come from the torso
     (``row_flops()`` of ``ppox.nets``: dense layers, convolutions at every output position,
@@ -180,11 +183,14 @@ def update_flops(actor_row: int, critic_row: int, input_row: int, num_envs: int,
     """The :class:`FlopCount` of one update from each network's forward FLOPs per row (and
     ``input_row``, see :class:`FlopCount`). The minibatch count does not change the total:
     every row is used once per epoch."""
+    from ppox.nets import TRUNCATED_PASS_ROWS
+
     a, c, i, n = int(actor_row), int(critic_row), int(input_row), num_envs * num_steps
+    extra_rows = num_envs if n >= TRUNCATED_PASS_ROWS else n - num_envs
     return FlopCount(actor_row=a, critic_row=c, input_row=i, env_steps=n,
                      rollout=n * a + (n + num_envs) * c,
                      update=update_epochs * n * (3 * (a + c) - i),
-                     executed_extra=(n - num_envs) * c)
+                     executed_extra=extra_rows * c)
 
 
 def ppo_flops(obs_dim: int, num_outputs: int, actor_hidden: Sequence[int],

@@ -151,7 +151,7 @@ def update_step(setup: Setup, hp: HParams, state: TrainState) -> tuple[TrainStat
     if cfg.normalize_reward:
         reward_scaler, reward = reward_scaler.update_and_scale(
             rec.reward, rec.terminated | rec.truncated, hp.gamma, layout.data_axis)
-    rollout, critic_carry = to_rollout(ctx, rec, reward, state.env)
+    rollout, critic_carry = to_rollout(ctx, rec, reward, state.env, env_carry)
     env_carry = env_carry.replace(policy_carry={**env_carry.policy_carry,
                                                 "critic": critic_carry})
     params, algo_state, metrics = setup.algorithm.update(

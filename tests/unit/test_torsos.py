@@ -220,7 +220,7 @@ def _recurrent_rollout(num_envs=4, num_steps=48, seed=0, env_id="CartPole-v1"):
         reset=jnp.zeros(num_envs, bool))
     ctx = RolloutContext(env=env, policy=policy, params=params, obs_stats=None, obs_clip=10.0)
     end, rec, _ = jax.jit(lambda s, k: collect(ctx, s, k, num_steps))(start, key_roll)
-    rollout, _ = to_rollout(ctx, rec, rec.reward, start)
+    rollout, _ = to_rollout(ctx, rec, rec.reward, start, end)
     return cfg, policy, params, rollout, end
 
 

@@ -84,6 +84,13 @@ class Network:
         return lax.scan(step, carry, (xs, resets))[1]
 
 
+# From this many rollout rows on, the bootstrap values come from one pass over the rollout's
+# observations and the truncated steps' final observations only (``Policy.values``); below
+# it, from one pass over every observation and every final observation, which compiles into
+# a smaller program.
+TRUNCATED_PASS_ROWS = 16384
+
+
 @dataclass(frozen=True, eq=False)
 class Policy:
     """Actor and critic networks plus the action head for one env spec.
@@ -138,16 +145,27 @@ class Policy:
         return self.critic.apply_sequence(params["critic"], obs, critic_carry, reset)[..., 0]
 
     def values(self, params: Params, obs: jax.Array, final_obs: jax.Array, carry: Carry,
-               reset: jax.Array | None) -> tuple[jax.Array, jax.Array, Carry]:
-        """``(V(obs_t), V(final_obs_t), critic carry after the last step)`` (values
-        ``[T, B]``) for a rollout started with the policy carry ``carry``.
+               reset: jax.Array | None, next_obs: jax.Array,
+               truncated: jax.Array) -> tuple[jax.Array, jax.Array, Carry]:
+        """``(V(obs_t), bootstrap_t, critic carry after the last step)`` (values ``[T, B]``)
+        for a rollout started with the policy carry ``carry``; ``next_obs [B, ...]`` is the
+        observation after the rollout's last step.
 
-        Feed-forward: one batched pass over both. Recurrent: one scan; the bootstrap value
-        of step t reads ``final_obs_t`` with the carry after ``obs_t`` (no reset between).
+        ``bootstrap_t`` is ``V(final_obs_t)`` wherever it is used: where the episode went on
+        ``final_obs_t`` is the next observation, so its value is ``V(obs_{t+1})`` (or
+        ``V(next_obs)`` after the last step), already computed; where it was truncated the
+        critic runs on ``final_obs_t`` itself. Where it terminated (bootstrapped with 0) it
+        is the next observation's value. Feed-forward: one pass over ``[T + 1, B]`` and the
+        truncated rows (``_truncated_values``). Recurrent: one scan; the bootstrap value of
+        step t reads ``final_obs_t`` with the carry after ``obs_t`` (no reset between).
         """
-        if not self.critic.torso.is_recurrent:
+        if not self.critic.torso.is_recurrent and truncated.size < TRUNCATED_PASS_ROWS:
             v = self.value(params, jnp.stack([obs, final_obs]))
             return v[0], v[1], carry["critic"]
+        if not self.critic.torso.is_recurrent:
+            v = self.value(params, jnp.concatenate([obs, next_obs[None]]))
+            bootstrap = self._truncated_values(params, final_obs, truncated, v[1:])
+            return v[:-1], bootstrap, carry["critic"]
         net, p = self.critic, params["critic"]
 
         def step(c: Carry, inp: tuple[jax.Array, jax.Array, jax.Array]):
@@ -158,6 +176,28 @@ class Policy:
 
         end, (v, bv) = lax.scan(step, carry["critic"], (obs, final_obs, reset))
         return v, bv, end
+
+    def _truncated_values(self, params: Params, final_obs: jax.Array, truncated: jax.Array,
+                          following: jax.Array) -> jax.Array:
+        """``following [T, B]`` with ``V(final_obs_t)`` where ``truncated``: the truncated
+        rows' indices in order, and the critic on them ``B`` rows at a time (a time limit
+        truncates an env at most once per episode, so one block unless episodes are shorter
+        than the rollout; a loop of as many blocks as it takes otherwise)."""
+        t, b = truncated.shape
+        n = t * b
+        flat_obs = final_obs.reshape(n, *final_obs.shape[2:])
+        flags = truncated.reshape(n)
+        count = jnp.sum(flags, dtype=jnp.int32)
+        rows = jnp.nonzero(flags, size=n, fill_value=n)[0]  # n: past the end, dropped
+        block = min(b, n)
+
+        def body(i: jax.Array, out: jax.Array) -> jax.Array:
+            idx = lax.dynamic_slice(rows, (i * block,), (block,))
+            v = self.value(params, flat_obs.at[idx].get(mode="fill", fill_value=0))
+            return out.at[idx].set(v, mode="drop")
+
+        blocks = (count + block - 1) // block
+        return lax.fori_loop(0, blocks, body, following.reshape(n)).reshape(t, b)
 
     def env_action(self, raw: jax.Array) -> jax.Array:
         return self.head.env_action(raw)
