@@ -65,9 +65,6 @@ def _check_run_flags(args: Any) -> None:
     if args.profile_updates < 0:
         raise ConfigError(f"--profile-updates {args.profile_updates} must be >= 0 (the "
                           "updates to trace; 0: off)")
-    if args.profile_dir is not None and not args.profile_updates:
-        raise ConfigError("--profile-dir says where --profile-updates N writes its trace; "
-                          "add --profile-updates N")
 
 
 def _announce(args: Any, cfg: Any, run_dir: Path, info: dict) -> None:

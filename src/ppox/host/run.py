@@ -192,7 +192,7 @@ class TrainOptions:
         if self.profile_updates < 0:
             raise ConfigError(f"profile_updates={self.profile_updates} must be >= 0 (0: off)")
         if self.profile_dir is not None and not self.profile_updates:
-            raise ConfigError("--profile-dir says where --profile-updates N writes its trace: "
+            raise ConfigError("--profile-dir says where --profile-updates N writes its trace; "
                               "add --profile-updates N")
         if self.profile_updates and self.profile_directory is None:
             raise ConfigError("--profile-updates needs a directory for its trace: give "
