@@ -3,7 +3,6 @@ unchanged (ppox.host.profiling)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import jax
@@ -12,17 +11,11 @@ import pytest
 
 from ppox import HParams, PPOConfig
 from ppox.config import ConfigError
-from ppox.host.profiling import _self_times, kernel_table
+from ppox.host.profiling import _self_times, kernel_table, trace_events
 from ppox.host.run import train_runs
 
 SMALL = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 8, update_epochs=2,
                   num_minibatches=2)
-
-
-def _trace_events(trace_dir) -> list[dict]:
-    (path,) = list(trace_dir.glob("perfetto_trace.json.gz"))
-    data = json.loads(gzip.decompress(path.read_bytes()))
-    return data["traceEvents"] if isinstance(data, dict) else data
 
 
 def test_profiled_run_traces_the_updates_after_the_first_chunk_and_changes_nothing(tmp_path):
@@ -49,7 +42,7 @@ def test_profiled_run_traces_the_updates_after_the_first_chunk_and_changes_nothi
     (run,) = list(trace.iterdir())
     assert info["trace"] == str(run)
     assert list(run.glob("*.xplane.pb"))  # TensorBoard's profile plugin reads these
-    names = {e.get("name", "") for e in _trace_events(run)}
+    names = {e.get("name", "") for e in trace_events(run)}
     # the program's own kernels were recorded, not just the host
     assert any("fusion" in n for n in names), sorted(names)[:40]
     # the kernel table: the rollout's kernels ran 2 updates x 32 steps times, the SGD

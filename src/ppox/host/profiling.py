@@ -145,6 +145,16 @@ def _self_times(events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], floa
     return out
 
 
+def trace_events(trace_dir: str | Path) -> list[dict[str, Any]]:
+    """The events of the Perfetto trace (``perfetto_trace.json.gz``) in ``trace_dir``."""
+    import gzip
+    import json
+
+    (path,) = Path(trace_dir).glob("perfetto_trace.json.gz")
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    return data["traceEvents"] if isinstance(data, dict) else data
+
+
 def kernel_table(trace_dir: str | Path, top: int = 15) -> dict[str, Any]:
     """Where a trace's device time went: the ``top`` kernels by their own time (nested
     thunks' time is their own, not their loop's) in its ``perfetto_trace.json.gz``, with
@@ -154,12 +164,7 @@ def kernel_table(trace_dir: str | Path, top: int = 15) -> dict[str, Any]:
     where XLA's thunks run on the host, the events of its XLA threads that are not the
     runtime's own scopes (``ThunkExecutor::Execute`` and the like). Returns ``{"source",
     "events", "busy_us", "rows": [{"name", "count", "total_us", "share"}, ...]}``."""
-    import gzip
-    import json
-
-    (path,) = Path(trace_dir).glob("perfetto_trace.json.gz")
-    data = json.loads(gzip.decompress(path.read_bytes()))
-    events = data["traceEvents"] if isinstance(data, dict) else data
+    events = trace_events(trace_dir)
     procs = {e["pid"]: e["args"]["name"] for e in events
              if e.get("ph") == "M" and e.get("name") == "process_name"}
     threads = {(e["pid"], e.get("tid")): e["args"]["name"] for e in events
@@ -186,4 +191,4 @@ def kernel_table(trace_dir: str | Path, top: int = 15) -> dict[str, Any]:
             "busy_us": busy, "rows": rows[:top]}
 
 
-__all__ = ["ProfileWindow", "kernel_table", "profile_line"]
+__all__ = ["ProfileWindow", "kernel_table", "profile_line", "trace_events"]
