@@ -109,3 +109,41 @@ def test_classic_control_ids_are_checked_without_importing_gymnax():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False", "False"]
+
+
+def test_classic_control_envs_are_built_without_gymnax_other_envs():
+    # a classic-control id imports its own gymnax module, not gymnax's package __init__
+    # (every bsuite, MinAtar and misc env); gymnax imported afterwards is the whole package,
+    # handing out the very classes ppox built its envs from
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import numpy as np, jax\n"
+        "from ppox.envs import CLASSIC_CONTROL_IDS\n"
+        "from ppox.envs.gymnax import make_gymnax\n"
+        "ours = {e: make_gymnax(e) for e in CLASSIC_CONTROL_IDS}\n"
+        "others = sorted(m for m in sys.modules if m.startswith('gymnax.environments.') and\n"
+        "                m.split('.')[2] in ('bsuite', 'minatar', 'misc'))\n"
+        "assert not others and 'gymnax.registration' not in sys.modules, others\n"
+        "assert type(sys.modules['gymnax']).__name__ == '_PackageOnFirstUse'\n"
+        "import gymnax\n"
+        "assert len(gymnax.registered_envs) == 26, gymnax.registered_envs\n"
+        "assert type(sys.modules['gymnax']).__name__ == 'module'\n"
+        "from gymnax.environments import spaces\n"
+        "assert gymnax.environments.bsuite.Catch and spaces.Discrete\n"
+        "for e, mine in ours.items():\n"
+        "    env, params = gymnax.make(e)\n"
+        "    assert type(env) is type(mine.env), e\n"
+        "    assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(a, b), params,\n"
+        "                                     mine.params)), e\n"
+        "    key = jax.random.PRNGKey(3)\n"
+        "    theirs = mine._obs(env.reset(key, params)[0])\n"
+        "    np.testing.assert_array_equal(mine.reset(key)[0], theirs)\n"
+        "assert gymnax.environments.CartPole is type(ours['CartPole-v1'].env)\n"
+        "assert isinstance(ours['CartPole-v1'].env, gymnax.environments.environment.Environment)\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

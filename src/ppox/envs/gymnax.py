@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -60,12 +61,75 @@ def _on_first_use(name: str) -> None:
 def import_gymnax() -> ModuleType:
     """``gymnax``, with its rendering-only imports (``_RENDER_ONLY``) made lazy: they load
     if gymnax renders, and are not paid for by a run that only trains."""
-    if "gymnax" not in sys.modules:
-        for name in _RENDER_ONLY:
-            _on_first_use(name)
+    _render_only_on_first_use()
     import gymnax
 
     return gymnax
+
+
+def _render_only_on_first_use() -> None:
+    if "gymnax" not in sys.modules:
+        for name in _RENDER_ONLY:
+            _on_first_use(name)
+
+
+# gymnax's classic-control ids (``ppox.envs.CLASSIC_CONTROL_IDS``): their module and class
+# in ``gymnax.environments.classic_control``, as ``gymnax.make`` builds them
+_CLASSIC_CONTROL = {
+    "CartPole-v1": ("cartpole", "CartPole"),
+    "Acrobot-v1": ("acrobot", "Acrobot"),
+    "Pendulum-v1": ("pendulum", "Pendulum"),
+    "MountainCar-v0": ("mountain_car", "MountainCar"),
+    "MountainCarContinuous-v0": ("continuous_mountain_car", "ContinuousMountainCar"),
+}
+# the packages above a classic-control module, whose ``__init__`` imports every gymnax env
+# (bsuite, MinAtar, misc: ~0.11 s here, and FrozenLake's module compiles an array)
+_GYMNAX_PACKAGES = ("gymnax", "gymnax.environments", "gymnax.environments.classic_control")
+_importing_submodules = threading.local()
+
+
+class _PackageOnFirstUse(ModuleType):
+    """A package in ``sys.modules`` whose ``__init__`` has not run yet: its submodules can be
+    imported (its ``__path__`` and ``__spec__`` are set), and the first read of any other
+    attribute it lacks runs its ``__init__`` in this very module object, as an ordinary
+    import would have (so ``import gymnax; gymnax.make(...)`` works as ever, and the
+    classes already imported stay the ones gymnax hands out)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if getattr(_importing_submodules, "on", False):
+            # the import system probing (``from pkg import submodule`` reads the attribute
+            # before it imports the submodule): not a use of the package
+            raise AttributeError(attr)
+        self.__class__ = ModuleType
+        self.__spec__.loader.exec_module(self)  # type: ignore[union-attr]
+        return getattr(self, attr)
+
+
+def _classic_control_module(name: str) -> ModuleType:
+    """``gymnax.environments.classic_control.<name>`` imported without running the
+    ``__init__`` of the packages above it (they stay ``_PackageOnFirstUse`` until read);
+    where gymnax is imported already, the ordinary import."""
+    _render_only_on_first_use()
+    if "gymnax" not in sys.modules:
+        spec = importlib.util.find_spec("gymnax")
+        if spec is None or spec.submodule_search_locations is None:
+            raise ModuleNotFoundError("No module named 'gymnax'", name="gymnax")
+        parent: ModuleType | None = None
+        for pkg in _GYMNAX_PACKAGES:
+            if parent is not None:
+                spec = importlib.machinery.PathFinder.find_spec(pkg, parent.__path__)
+                assert spec is not None, pkg
+            module = importlib.util.module_from_spec(spec)  # __spec__, __path__, ...
+            module.__class__ = _PackageOnFirstUse
+            sys.modules[pkg] = module
+            if parent is not None:
+                setattr(parent, pkg.rpartition(".")[2], module)
+            parent = module
+    _importing_submodules.on = True
+    try:
+        return importlib.import_module(f"gymnax.environments.classic_control.{name}")
+    finally:
+        _importing_submodules.on = False
 
 
 def gymnax_env_ids() -> list[str]:
@@ -128,10 +192,15 @@ def _discrete_obs_size(env: Any, params: Any, discrete: type) -> int:
 
 def make_gymnax(env_id: str) -> GymnaxEnv:
     """Builds the adapter for a registered gymnax id (see ``gymnax_env_ids``)."""
-    gymnax = import_gymnax()
-    from gymnax.environments import spaces
+    if env_id in _CLASSIC_CONTROL:  # what gymnax.make does, without gymnax's other envs
+        module, cls = _CLASSIC_CONTROL[env_id]
+        env = getattr(_classic_control_module(module), cls)()
+        params = env.default_params
+        spaces = sys.modules["gymnax.environments.spaces"]
+    else:
+        env, params = import_gymnax().make(env_id)
+        from gymnax.environments import spaces
 
-    env, params = gymnax.make(env_id)
     one_hot = _discrete_obs_size(env, params, spaces.Discrete)
     # the shape the env really returns (a few spaces declare another one of the same size);
     # traced, like the key's shape: nothing runs on a device (each eager op is a compile)
