@@ -96,19 +96,21 @@ class _PackageOnFirstUse(ModuleType):
     classes already imported stay the ones gymnax hands out)."""
 
     def __getattr__(self, attr: str) -> Any:
-        if getattr(_importing_submodules, "on", False):
-            # the import system probing (``from pkg import submodule`` reads the attribute
-            # before it imports the submodule): not a use of the package
+        if (getattr(_importing_submodules, "on", False) and importlib.machinery.PathFinder
+                .find_spec(f"{self.__name__}.{attr}", self.__path__) is not None):
+            # the import system probing for a submodule (``from pkg import submodule`` reads
+            # the attribute before it imports the submodule): not a use of the package
             raise AttributeError(attr)
         self.__class__ = ModuleType
         self.__spec__.loader.exec_module(self)  # type: ignore[union-attr]
         return getattr(self, attr)
 
 
-def _classic_control_module(name: str) -> ModuleType:
-    """``gymnax.environments.classic_control.<name>`` imported without running the
-    ``__init__`` of the packages above it (they stay ``_PackageOnFirstUse`` until read);
-    where gymnax is imported already, the ordinary import."""
+def _import_below_gymnax(name: str) -> ModuleType:
+    """The module ``name`` inside ``gymnax.environments.classic_control`` (or above it)
+    imported without running the ``__init__`` of the packages above it (they stay
+    ``_PackageOnFirstUse`` until read); where gymnax is imported already, the ordinary
+    import."""
     _render_only_on_first_use()
     if "gymnax" not in sys.modules:
         spec = importlib.util.find_spec("gymnax")
@@ -127,7 +129,7 @@ def _classic_control_module(name: str) -> ModuleType:
             parent = module
     _importing_submodules.on = True
     try:
-        return importlib.import_module(f"gymnax.environments.classic_control.{name}")
+        return importlib.import_module(name)
     finally:
         _importing_submodules.on = False
 
@@ -194,9 +196,10 @@ def make_gymnax(env_id: str) -> GymnaxEnv:
     """Builds the adapter for a registered gymnax id (see ``gymnax_env_ids``)."""
     if env_id in _CLASSIC_CONTROL:  # what gymnax.make does, without gymnax's other envs
         module, cls = _CLASSIC_CONTROL[env_id]
-        env = getattr(_classic_control_module(module), cls)()
+        env = getattr(_import_below_gymnax(f"gymnax.environments.classic_control.{module}"),
+                      cls)()
         params = env.default_params
-        spaces = sys.modules["gymnax.environments.spaces"]
+        spaces = _import_below_gymnax("gymnax.environments.spaces")
     else:
         env, params = import_gymnax().make(env_id)
         from gymnax.environments import spaces
