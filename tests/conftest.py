@@ -27,6 +27,9 @@ from ppox._platform import use_unrolled_threefry_on_cpu
 use_unrolled_threefry_on_cpu()
 
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -41,3 +44,18 @@ def fresh_backend(monkeypatch):
     monkeypatch.delenv("PPOX_ENV_XLA_FLAGS", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     return monkeypatch
+
+
+def _passes_in_a_process(code: str, **env: str) -> None:
+    """``code`` run by a fresh interpreter (with ``env`` added to this one's: JAX reads
+    such variables at start-up) prints ``ok``."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, **env))
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@pytest.fixture
+def passes_in_a_process():
+    """``passes_in_a_process(code, **env)``: asserts that ``code``, run by a fresh
+    interpreter, prints ``ok`` (for what one process's imports or start-up decide)."""
+    return _passes_in_a_process

@@ -67,12 +67,9 @@ def test_every_listed_gymnax_env_builds_and_steps():
     assert "MNISTBandit-bsuite" not in gymnax_env_ids()
 
 
-def test_gymnax_is_imported_without_its_rendering_only_modules():
+def test_gymnax_is_imported_without_its_rendering_only_modules(passes_in_a_process):
     # gymnax imports seaborn (scipy.stats, pandas) and pyplot at the top of its env modules
     # for rendering only; ppox leaves them unloaded until something reads them
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from ppox.envs.gymnax import make_gymnax\n"
@@ -87,9 +84,7 @@ def test_gymnax_is_imported_without_its_rendering_only_modules():
         "import matplotlib.pyplot as plt\n"
         "assert callable(plt.figure)\n"
         "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    passes_in_a_process(code)
 
 
 def test_classic_control_ids_are_checked_without_importing_gymnax():
@@ -111,13 +106,10 @@ def test_classic_control_ids_are_checked_without_importing_gymnax():
     assert proc.stdout.split() == ["False", "False"]
 
 
-def test_classic_control_envs_are_built_without_gymnax_other_envs():
+def test_classic_control_envs_are_built_without_gymnax_other_envs(passes_in_a_process):
     # a classic-control id imports its own gymnax module, not gymnax's package __init__
     # (every bsuite, MinAtar and misc env); gymnax imported afterwards is the whole package,
     # handing out the very classes ppox built its envs from
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "import numpy as np, jax\n"
@@ -144,6 +136,4 @@ def test_classic_control_envs_are_built_without_gymnax_other_envs():
         "assert gymnax.environments.CartPole is type(ours['CartPole-v1'].env)\n"
         "assert isinstance(ours['CartPole-v1'].env, gymnax.environments.environment.Environment)\n"
         "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    passes_in_a_process(code)

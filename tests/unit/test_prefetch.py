@@ -1,7 +1,6 @@
 """The end-of-run imports that ``ppox train`` starts in a thread."""
 
 import importlib
-import subprocess
 import sys
 import threading
 
@@ -40,7 +39,8 @@ def test_nothing_starts_when_every_module_is_imported():
     assert prefetch_imports(["json", "sys"]) is None
 
 
-def test_train_prefetches_its_learning_curve_and_a_run_dir_its_checkpoints(tmp_path):
+def test_train_prefetches_its_learning_curve_and_a_run_dir_its_checkpoints(
+        tmp_path, passes_in_a_process):
     # ppox train asks for the learning curve's module; a run dir adds orbax's
     assert TRAIN_TAIL_MODULES == ("ppox.host.plots",)
     code = (
@@ -61,6 +61,4 @@ def test_train_prefetches_its_learning_curve_and_a_run_dir_its_checkpoints(tmp_p
         "assert started == [(False, ('orbax.checkpoint', 'ppox.host.plots'))], started\n"
         "assert 'ppox.host.plots' in sys.modules and 'orbax.checkpoint' in sys.modules\n"
         "print('ok')\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    passes_in_a_process(code)

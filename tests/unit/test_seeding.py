@@ -1,10 +1,6 @@
 """Run keys made on the host: the same bits as ``jax.random.PRNGKey``, with and without
 x64, and JAX's own keys wherever the host's would differ."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -42,16 +38,8 @@ print("ok")
 """
 
 
-def _passes_in_a_process(code: str, **env: str) -> None:
-    """``code`` run by a fresh interpreter with ``env`` (JAX reads these at start-up)
-    prints ``ok``."""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, **env))
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
-
-
-def test_host_keys_with_x64():
-    _passes_in_a_process(X64, JAX_ENABLE_X64="1")
+def test_host_keys_with_x64(passes_in_a_process):
+    passes_in_a_process(X64, JAX_ENABLE_X64="1")
 
 
 RBG = r"""
@@ -64,5 +52,5 @@ print("ok")
 """
 
 
-def test_another_prng_implementation_keeps_jaxs_keys():
-    _passes_in_a_process(RBG, JAX_DEFAULT_PRNG_IMPL="rbg")
+def test_another_prng_implementation_keeps_jaxs_keys(passes_in_a_process):
+    passes_in_a_process(RBG, JAX_DEFAULT_PRNG_IMPL="rbg")
