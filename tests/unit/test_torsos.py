@@ -293,3 +293,27 @@ def test_dense_of_a_few_rows_through_a_thin_layer_is_a_sum_of_products(rows, sha
     np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5)
     prims = {e.primitive.name for e in jax.make_jaxpr(dense)(params, x).jaxpr.eqns}
     assert ("dot_general" in prims) == matmul, prims
+
+
+@pytest.mark.parametrize("rows", [(128,), (3, 16), (64,)])
+def test_dense_as_a_matmul_is_flax_dense_op_for_op(rows):
+    """``dense`` writes flax's ``nn.Dense`` out (no module is built while tracing): the same
+    equations, so the same program and the same bits."""
+    import flax.linen as nn
+
+    from ppox.nets.torso import dense
+
+    k_x, k_w, k_b = jax.random.split(jax.random.PRNGKey(1), 3)
+    params = {"kernel": jax.random.normal(k_w, (64, 32)), "bias": jax.random.normal(k_b, (32,))}
+    x = jax.random.normal(k_x, (*rows, 64))
+
+    def flax_dense(p, v):
+        return nn.Dense(32).apply({"params": p}, v)
+
+    def eqns(f):
+        return [(e.primitive.name, tuple(map(str, e.outvars[0].aval.shape)))
+                for e in jax.make_jaxpr(f)(params, x).jaxpr.eqns]
+
+    assert eqns(dense) == eqns(flax_dense)
+    np.testing.assert_array_equal(np.asarray(jax.jit(dense)(params, x)),
+                                  np.asarray(jax.jit(flax_dense)(params, x)))
