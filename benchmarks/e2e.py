@@ -19,7 +19,7 @@ rest start-up and exit).
 
     python benchmarks/e2e.py --purejaxrl ~/src/purejaxrl --rounds 3
 
-Writes ``benchmarks/results/<machine>/e2e.json``.
+Writes ``benchmarks/results/<machine>/e2e.json``, or ``--out PATH``.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                              "bare git directory); without it the PureJaxRL row is skipped")
     parser.add_argument("--commit", default="HEAD", help="for a git directory (default HEAD)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default: benchmarks/results/<machine>/e2e.json)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be >= 1")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 a["wall_s"] / b["wall_s"] for a, b in zip(runs[name], runs["purejaxrl"],
                                                           strict=True)]
     record.update(runs=runs, summary=summary)
-    path = save_json(results_dir() / "e2e.json", record)
+    path = save_json(args.out or results_dir() / "e2e.json", record)
     print("\n| run | wall (median) | compile | run | start-up + exit | vs PureJaxRL | return |")
     print("|---|---|---|---|---|---|---|")
     for name, s in summary.items():
