@@ -264,6 +264,9 @@ def use_one_cpu_thread() -> bool:
 # instead of compiling it.
 COMPILE_CACHE_ENV = "PPOX_COMPILE_CACHE"  # "0": off
 COMPILE_CACHE_DIR_ENV = "PPOX_COMPILE_CACHE_DIR"  # where (default: the user cache dir)
+# its bound in MiB (-1: none); past it JAX evicts the least recently used executables
+COMPILE_CACHE_MAX_MB_ENV = "PPOX_COMPILE_CACHE_MAX_MB"
+DEFAULT_COMPILE_CACHE_MAX_MB = 4096
 _CACHE_EVENTS: dict[str, int] = {"requests": 0, "hits": 0, "programs": 0}
 _CACHE_LISTENING = False
 _COMPILE_CACHE_DIR: str | None = None
@@ -294,11 +297,15 @@ def _count_cache_event(event: str, **_: object) -> None:
 def enable_compile_cache(directory: str | None = None) -> str | None:
     """Turns on JAX's persistent compilation cache in ``directory`` (default:
     ``$PPOX_COMPILE_CACHE_DIR`` or ``~/.cache/ppox/xla``) for every program, however quick
-    to compile; ``PPOX_COMPILE_CACHE=0`` leaves it off. Returns the directory in use (None:
-    off). ``compile_cache_counts`` then tells how many compiles were served from it."""
+    to compile; ``PPOX_COMPILE_CACHE=0`` leaves it off. Bounded by
+    ``compile_cache_max_bytes()`` (``$PPOX_COMPILE_CACHE_MAX_MB``; a bad value raises
+    ``ValueError``): past it JAX evicts the least recently used executables. Returns the
+    directory in use (None: off). ``compile_cache_counts`` then tells how many compiles were
+    served from it."""
     global _CACHE_LISTENING, _COMPILE_CACHE_DIR
     if os.environ.get(COMPILE_CACHE_ENV, "1").lower() in ("0", "off", "false", "no"):
         return None
+    max_bytes = compile_cache_max_bytes()
     import jax
 
     directory = directory or os.environ.get(COMPILE_CACHE_DIR_ENV) or default_compile_cache_dir()
@@ -306,10 +313,56 @@ def enable_compile_cache(directory: str | None = None) -> str | None:
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if max_bytes > 0:
+        _stamp_unstamped_entries(directory)
+    jax.config.update("jax_compilation_cache_max_size", max_bytes)
     if not _CACHE_LISTENING:
         jax.monitoring.register_event_listener(_count_cache_event)
         _CACHE_LISTENING = True
     return directory
+
+
+def compile_cache_max_bytes() -> int:
+    """The compilation cache's bound in bytes, from ``$PPOX_COMPILE_CACHE_MAX_MB`` (MiB;
+    default ``DEFAULT_COMPILE_CACHE_MAX_MB``; ``-1``: no bound, JAX's own default). Raises
+    ``ValueError`` (one line: the value, why, what to write) for anything else."""
+    raw = os.environ.get(COMPILE_CACHE_MAX_MB_ENV, "").strip()
+    if not raw:
+        return DEFAULT_COMPILE_CACHE_MAX_MB * 2**20
+    try:
+        mib = int(raw)
+    except ValueError:
+        mib = 0
+    if mib < 1 and mib != -1:
+        raise ValueError(
+            f"{COMPILE_CACHE_MAX_MB_ENV}={raw!r} is not a cache size: give the compilation "
+            f"cache's bound in MiB, a positive integer (default {DEFAULT_COMPILE_CACHE_MAX_MB}), "
+            f"or -1 for no bound; {COMPILE_CACHE_ENV}=0 turns the cache off")
+    return -1 if mib == -1 else mib * 2**20
+
+
+def _stamp_unstamped_entries(directory: str) -> None:
+    """JAX's bounded cache (``jax_compilation_cache_max_size``) keeps each entry's last use
+    in a ``<key>-atime`` file beside its ``<key>-cache`` and reads every one of them to
+    choose what to evict; an entry without one (written while the cache was unbounded, or by
+    a process killed between the two writes) makes every later write fail. Such entries get
+    their file's modification time as their last use."""
+    try:
+        from jax._src.lru_cache import _ATIME_SUFFIX, _CACHE_SUFFIX
+    except ImportError:  # another JAX: its cache keeps its own books
+        return
+    try:
+        names = set(os.listdir(directory))
+    except OSError:
+        return  # no cache yet (JAX makes the directory)
+    for name in names:
+        key = name.removesuffix(_CACHE_SUFFIX)
+        if key == name or key + _ATIME_SUFFIX in names:
+            continue
+        with contextlib.suppress(OSError):
+            stamp = os.stat(os.path.join(directory, name)).st_mtime_ns
+            with open(os.path.join(directory, key + _ATIME_SUFFIX), "wb") as f:
+                f.write(stamp.to_bytes(8, "little"))
 
 
 def compile_cache_dir() -> str | None:
@@ -347,7 +400,12 @@ def compile_cache_note(before: tuple[int, int, int]) -> str:
     return "compiled, now cached"
 
 
-_DAMAGED_ENTRY = re.compile(r"Error reading persistent compilation cache entry for '([^']+)'")
+_DAMAGED_ENTRY = re.compile(
+    r"Error reading persistent compilation cache entry for '([^']+)': (\w+)")
+# a read that failed for want of access, not because the entry is damaged: the bounded
+# cache's directory lock timed out or could not be made (a read-only cache directory)
+_NOT_DAMAGE = ("Timeout", "PermissionError", "FileNotFoundError", "OSError",
+               "IsADirectoryError", "NotADirectoryError")
 
 
 @contextlib.contextmanager
@@ -365,7 +423,7 @@ def mending_compile_cache(directory: str | None = None) -> Iterator[None]:
         def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
                  line: str | None = None) -> None:
             match = _DAMAGED_ENTRY.search(str(message))
-            if match is None or not directory:
+            if match is None or not directory or match.group(2) in _NOT_DAMAGE:
                 shown(message, category, filename, lineno, file, line)
                 return
             pattern = os.path.join(directory, glob.escape(match.group(1)) + "-*")

@@ -379,3 +379,17 @@ def test_resume_with_other_settings_is_refused_before_any_compile(tmp_path, caps
         assert expected in lines[0] and "start a new --run-dir" in lines[0]
         assert COMPILES == []
         assert (run / "config.toml").read_text() == stored  # the run's record is untouched
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
+def test_bad_compile_cache_bound_is_one_line_before_anything(value, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ppox.cli", "train", "--run-dir",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PPOX_COMPILE_CACHE_MAX_MB": value,
+                               "PPOX_COMPILE_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: PPOX_COMPILE_CACHE_MAX_MB={value!r} is not a cache size: give the "
+        "compilation cache's bound in MiB, a positive integer (default 4096), or -1 for no "
+        "bound; PPOX_COMPILE_CACHE=0 turns the cache off"]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from ppox import _startup_gc
 from ppox._platform import (
+    DEFAULT_COMPILE_CACHE_MAX_MB,
     enable_compile_cache,
     use_every_cpu_core,
     use_ppox_cpu_setup,
@@ -88,7 +89,9 @@ def _usage() -> str:
     lines += ["", "`ppox <command> --help` lists a command's options. Every command takes",
               f"{NO_COMPILE_CACHE}: do not use JAX's persistent compilation cache (default:",
               "on, in $PPOX_COMPILE_CACHE_DIR or ~/.cache/ppox/xla; PPOX_COMPILE_CACHE=0 turns "
-              "it off)."]
+              "it off;", "PPOX_COMPILE_CACHE_MAX_MB=N bounds it, least recently used "
+              "executables evicted first:",
+              f"default {DEFAULT_COMPILE_CACHE_MAX_MB}, -1 for no bound)."]
     return "\n".join(lines)
 
 
@@ -138,7 +141,11 @@ def _main(argv: list[str]) -> int:
     if NO_COMPILE_CACHE in argv:  # a flag of every command
         argv = [a for a in argv if a != NO_COMPILE_CACHE]
     else:
-        enable_compile_cache()
+        try:
+            enable_compile_cache()
+        except ValueError as err:  # a bad PPOX_COMPILE_CACHE_MAX_MB
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
             print(_usage())
