@@ -60,6 +60,12 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     return run(argv)
 
 
+def cmd_cache(argv: Sequence[str]) -> int:
+    from ppox.cli.cache import cmd_cache as run
+
+    return run(argv)
+
+
 def cmd_bench(argv: Sequence[str]) -> int:
     from ppox.cli.bench import cmd_bench as run
 
@@ -80,6 +86,8 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
                          "steps/s, FLOP/s"),
     "plot": (cmd_plot, "learning curves of run dirs (mean and band over seeds) as a PNG"),
     "envs": (cmd_envs, "list environment ids; with ids: obs shape, action space, defaults"),
+    "cache": (cmd_cache, "the compilation caches: where, how many entries, how large; "
+                         "--clear empties them"),
 }
 
 

@@ -1,6 +1,7 @@
-"""The persistent compilation cache is bounded (``PPOX_COMPILE_CACHE_MAX_MB``, JAX's own LRU
-eviction): it stays under its bound, keeps the entries used last, and takes over a cache
-directory written while it was unbounded (entries without their last-use stamp)."""
+"""The persistent compilation cache's directory: bounded (``PPOX_COMPILE_CACHE_MAX_MB``, JAX's
+own LRU eviction), it stays under its bound, keeps the entries used last and takes over a
+directory written while it was unbounded (entries without their last-use stamp); only a
+damaged entry is removed; ``ppox cache`` shows and empties it."""
 
 import pytest
 
@@ -98,3 +99,23 @@ def test_only_a_damaged_entry_is_removed(tmp_path, capsys, error, damaged):
     assert entry.exists() != damaged
     assert ("note: a damaged compilation-cache entry for jit_chunk_program" in err) == damaged
     assert (len(seen) == 1) != damaged  # otherwise JAX's warning goes on as it was
+
+
+def test_ppox_cache_shows_and_clears_both_caches(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"PPOX_COMPILE_CACHE_DIR": str(cache), "PPOX_PROGRAM_CACHE": "1"}
+    _run("from ppox.cli import main; raise SystemExit(main(['train', '--total-timesteps', "
+         "'1024', '--num-steps', '64', '--quiet', '--run-dir', " + repr(str(tmp_path / "r"))
+         + "]))", **env)
+    shown = _run("from ppox.cli import main; raise SystemExit(main(['cache']))", **env)
+    lines = shown.splitlines()
+    assert lines[0] == f"compilation cache: {cache}"
+    assert lines[1].startswith("  executables: 2 (") and "bound 4096 MiB" in lines[1]
+    assert lines[2].startswith("  programs:    1 (")
+    cleared = _run("from ppox.cli import main; raise SystemExit(main(['cache', '--clear']))",
+                   **env)
+    assert cleared.startswith("removed 2 executables and 1 programs (") and str(cache) in cleared
+    assert not [p for p in cache.iterdir() if p.name.endswith(("-cache", "-atime"))]
+    assert not list((cache / "ppox-programs").glob("*.programs"))
+    again = _run("from ppox.cli import main; raise SystemExit(main(['cache']))", **env)
+    assert "executables: 0 (0.0 MiB" in again and "programs:    0 (0.0 MiB" in again
