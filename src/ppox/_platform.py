@@ -264,7 +264,7 @@ def use_one_cpu_thread() -> bool:
 # instead of compiling it.
 COMPILE_CACHE_ENV = "PPOX_COMPILE_CACHE"  # "0": off
 COMPILE_CACHE_DIR_ENV = "PPOX_COMPILE_CACHE_DIR"  # where (default: the user cache dir)
-# its bound in MiB (-1: none); past it JAX evicts the least recently used executables
+# its bound in MiB (-1: none), kept by ppox.host.cache_prune
 COMPILE_CACHE_MAX_MB_ENV = "PPOX_COMPILE_CACHE_MAX_MB"
 DEFAULT_COMPILE_CACHE_MAX_MB = 4096
 _CACHE_EVENTS: dict[str, int] = {"requests": 0, "hits": 0, "programs": 0}
@@ -297,15 +297,15 @@ def _count_cache_event(event: str, **_: object) -> None:
 def enable_compile_cache(directory: str | None = None) -> str | None:
     """Turns on JAX's persistent compilation cache in ``directory`` (default:
     ``$PPOX_COMPILE_CACHE_DIR`` or ``~/.cache/ppox/xla``) for every program, however quick
-    to compile; ``PPOX_COMPILE_CACHE=0`` leaves it off. Bounded by
-    ``compile_cache_max_bytes()`` (``$PPOX_COMPILE_CACHE_MAX_MB``; a bad value raises
-    ``ValueError``): past it JAX evicts the least recently used executables. Returns the
+    to compile; ``PPOX_COMPILE_CACHE=0`` leaves it off. Its bound,
+    ``compile_cache_max_bytes()`` (``$PPOX_COMPILE_CACHE_MAX_MB``), is checked here (a bad
+    value raises ``ValueError``) and kept by ``ppox.host.cache_prune``. Returns the
     directory in use (None: off). ``compile_cache_counts`` then tells how many compiles were
     served from it."""
     global _CACHE_LISTENING, _COMPILE_CACHE_DIR
     if os.environ.get(COMPILE_CACHE_ENV, "1").lower() in ("0", "off", "false", "no"):
         return None
-    max_bytes = compile_cache_max_bytes()
+    compile_cache_max_bytes()  # a bad bound is an error before anything else
     import jax
 
     directory = directory or os.environ.get(COMPILE_CACHE_DIR_ENV) or default_compile_cache_dir()
@@ -313,9 +313,6 @@ def enable_compile_cache(directory: str | None = None) -> str | None:
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    if max_bytes > 0:
-        _stamp_unstamped_entries(directory)
-    jax.config.update("jax_compilation_cache_max_size", max_bytes)
     if not _CACHE_LISTENING:
         jax.monitoring.register_event_listener(_count_cache_event)
         _CACHE_LISTENING = True
@@ -324,7 +321,7 @@ def enable_compile_cache(directory: str | None = None) -> str | None:
 
 def compile_cache_max_bytes() -> int:
     """The compilation cache's bound in bytes, from ``$PPOX_COMPILE_CACHE_MAX_MB`` (MiB;
-    default ``DEFAULT_COMPILE_CACHE_MAX_MB``; ``-1``: no bound, JAX's own default). Raises
+    default ``DEFAULT_COMPILE_CACHE_MAX_MB``; ``-1``: no bound). Raises
     ``ValueError`` (one line: the value, why, what to write) for anything else."""
     raw = os.environ.get(COMPILE_CACHE_MAX_MB_ENV, "").strip()
     if not raw:
@@ -339,30 +336,6 @@ def compile_cache_max_bytes() -> int:
             f"cache's bound in MiB, a positive integer (default {DEFAULT_COMPILE_CACHE_MAX_MB}), "
             f"or -1 for no bound; {COMPILE_CACHE_ENV}=0 turns the cache off")
     return -1 if mib == -1 else mib * 2**20
-
-
-def _stamp_unstamped_entries(directory: str) -> None:
-    """JAX's bounded cache (``jax_compilation_cache_max_size``) keeps each entry's last use
-    in a ``<key>-atime`` file beside its ``<key>-cache`` and reads every one of them to
-    choose what to evict; an entry without one (written while the cache was unbounded, or by
-    a process killed between the two writes) makes every later write fail. Such entries get
-    their file's modification time as their last use."""
-    try:
-        from jax._src.lru_cache import _ATIME_SUFFIX, _CACHE_SUFFIX
-    except ImportError:  # another JAX: its cache keeps its own books
-        return
-    try:
-        names = set(os.listdir(directory))
-    except OSError:
-        return  # no cache yet (JAX makes the directory)
-    for name in names:
-        key = name.removesuffix(_CACHE_SUFFIX)
-        if key == name or key + _ATIME_SUFFIX in names:
-            continue
-        with contextlib.suppress(OSError):
-            stamp = os.stat(os.path.join(directory, name)).st_mtime_ns
-            with open(os.path.join(directory, key + _ATIME_SUFFIX), "wb") as f:
-                f.write(stamp.to_bytes(8, "little"))
 
 
 def compile_cache_dir() -> str | None:
@@ -402,8 +375,9 @@ def compile_cache_note(before: tuple[int, int, int]) -> str:
 
 _DAMAGED_ENTRY = re.compile(
     r"Error reading persistent compilation cache entry for '([^']+)': (\w+)")
-# a read that failed for want of access, not because the entry is damaged: the bounded
-# cache's directory lock timed out or could not be made (a read-only cache directory)
+# a read that failed for want of access, not because the entry is damaged: the entry went
+# (pruned by another process: ppox.host.cache_prune), or a lock or the directory could not
+# be had
 _NOT_DAMAGE = ("Timeout", "PermissionError", "FileNotFoundError", "OSError",
                "IsADirectoryError", "NotADirectoryError")
 

@@ -1,35 +1,8 @@
-"""The persistent compilation cache's directory: bounded (``PPOX_COMPILE_CACHE_MAX_MB``, JAX's
-own LRU eviction), it stays under its bound, keeps the entries used last and takes over a
-directory written while it was unbounded (entries without their last-use stamp); only a
-damaged entry is removed; ``ppox cache`` shows and empties it."""
+"""The persistent compilation cache's directory: a run prunes it to its bound
+(``PPOX_COMPILE_CACHE_MAX_MB``), the executables used least recently first; only a damaged
+entry is removed on a failed read; ``ppox cache`` shows and empties it."""
 
 import pytest
-
-# compiles argv[2] small programs (numbered from argv[3]), each holding its own 64 kB
-# constant, into the cache at argv[1]
-COMPILE_MANY = """
-import sys, warnings
-import jax, jax.numpy as jnp, numpy as np
-from ppox._platform import enable_compile_cache
-enable_compile_cache(sys.argv[1])
-warnings.simplefilter("error")  # a failed cache write is a warning: make it fail the run
-n, start = int(sys.argv[2]), int(sys.argv[3])
-x = jnp.arange(64.0)
-for i in range(start, start + n):
-    table = np.random.default_rng(i).standard_normal((64, 256), np.float32)  # 64 kB, random
-    jax.jit(lambda v, t=table: v @ t)(x).block_until_ready()
-"""
-
-CHECK = """
-import os, sys
-d = sys.argv[1]
-names = os.listdir(d)
-caches = [n for n in names if n.endswith("-cache")]
-assert caches, names
-assert all(n.removesuffix("-cache") + "-atime" in names for n in caches), names
-total = sum(os.path.getsize(os.path.join(d, n)) for n in caches)
-print(len(caches), total)
-"""
 
 
 def _run(code: str, *args: str, **env: str) -> str:
@@ -43,37 +16,49 @@ def _run(code: str, *args: str, **env: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.slow
-def test_the_cache_stays_under_its_bound_and_adopts_unbounded_entries(tmp_path):
-    cache = str(tmp_path / "cache")
-    # written unbounded: no last-use stamps, which JAX's eviction reads for every entry
-    _run(COMPILE_MANY, cache, "10", "0", PPOX_COMPILE_CACHE_MAX_MB="-1")
-    unstamped = [n for n in (tmp_path / "cache").iterdir() if n.name.endswith("-cache")]
-    assert len(unstamped) >= 10
-    assert not any(n.name.endswith("-atime") for n in (tmp_path / "cache").iterdir())
-    # bounded at 1 MiB: the old entries are stamped, every write succeeds (warnings are
-    # errors in the script), and the least recently used entries are evicted
-    _run(COMPILE_MANY, cache, "40", "1000", PPOX_COMPILE_CACHE_MAX_MB="1")
-    count, total = map(int, _run(CHECK, cache).split())
-    assert total <= 2**20, total
-    names = {n.name for n in (tmp_path / "cache").iterdir()}
-    originals_left = [p for p in unstamped if p.name in names]
-    assert count - len(originals_left) < 40  # 40 entries (2.5 MiB) do not fit: it evicted
-    assert not originals_left  # least recently used first: every older entry went first
+def _entry(directory, name: str, kib: int, used_s: float, written_s: float | None = None):
+    """A fake executable of ``kib`` KiB, last read ``used_s`` and written ``written_s``
+    seconds after the epoch (atime, mtime)."""
+    import os
 
-def test_the_bound_reaches_jax(passes_in_a_process, tmp_path):
-    passes_in_a_process(
-        "import jax\n"
-        "from ppox._platform import enable_compile_cache\n"
-        f"enable_compile_cache({str(tmp_path)!r})\n"
-        "assert jax.config.jax_compilation_cache_max_size == 7 * 2**20\n"
-        "print('ok')", PPOX_COMPILE_CACHE_MAX_MB="7")
-    passes_in_a_process(
-        "import jax\n"
-        "from ppox._platform import enable_compile_cache, DEFAULT_COMPILE_CACHE_MAX_MB\n"
-        f"enable_compile_cache({str(tmp_path)!r})\n"
-        "assert jax.config.jax_compilation_cache_max_size == DEFAULT_COMPILE_CACHE_MAX_MB * 2**20\n"
-        "print('ok')", PPOX_COMPILE_CACHE_MAX_MB="")
+    path = directory / f"jit_f-{name}-cache"
+    path.write_bytes(os.urandom(kib * 1024))
+    os.utime(path, ns=(int(used_s * 1e9), int((written_s or used_s) * 1e9)))
+    return path
+
+
+def test_prune_removes_the_least_recently_used_until_the_rest_fit(tmp_path):
+    from ppox.host.cache_prune import prune
+
+    # last use: the access time where it is newer than the write, else the write
+    a = _entry(tmp_path, "a", 300, used_s=1_000)  # used longest ago
+    b = _entry(tmp_path, "b", 300, used_s=5_000, written_s=2_000)  # written early, read late
+    c = _entry(tmp_path, "c", 300, used_s=1_000, written_s=3_000)  # written late, never read
+    d = _entry(tmp_path, "d", 300, used_s=4_000)
+    stamp = tmp_path / "jit_f-a-atime"  # JAX's own stamp of `a`: goes with it
+    stamp.write_bytes(b"12345678")
+    other = tmp_path / "README.txt"  # not an entry: never touched
+    other.write_text("x")
+    removed, left = prune(tmp_path, 700 * 1024)
+    assert (removed, left) == (2, 600 * 1024)
+    assert [p.exists() for p in (a, c, d, b)] == [False, False, True, True]
+    assert not stamp.exists() and other.exists()
+    assert prune(tmp_path, 700 * 1024) == (0, 600 * 1024)  # under the bound: nothing to do
+
+
+def test_a_run_prunes_the_cache_to_its_bound_while_it_trains(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = [_entry(cache, f"old{i}", 1024, used_s=1_000 + i) for i in range(12)]  # 12 MiB
+    out = _run("from ppox.cli import main; raise SystemExit(main(['train', '--total-timesteps', "
+               "'1024', '--num-steps', '64', '--run-dir', " + repr(str(tmp_path / "r"))
+               + "]))", PPOX_COMPILE_CACHE_DIR=str(cache), PPOX_COMPILE_CACHE_MAX_MB="8")
+    assert "(compiled, now cached)" in out
+    entries = [p for p in cache.iterdir() if p.name.endswith("-cache")]
+    assert sum(p.stat().st_size for p in entries) <= 8 * 2**20
+    assert any(p.name.startswith("jit_chunk") for p in entries)  # the run's own: kept
+    assert [p.exists() for p in old][:5] == [False] * 5  # the oldest went first
+    assert old[-1].exists()
 
 
 @pytest.mark.parametrize(("error", "damaged"), [

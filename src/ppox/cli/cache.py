@@ -1,7 +1,7 @@
 """``ppox cache [--clear]``: where the compilation caches are, what they hold, and emptying
 them. Two caches share one directory (``ppox._platform.enable_compile_cache``): JAX's
-compiled executables (``<name>-<key>-cache``, each with its last use in ``-atime``; bounded
-by ``PPOX_COMPILE_CACHE_MAX_MB``) and ppox's traced programs (``ppox-programs/``,
+compiled executables (``<name>-<key>-cache``; bounded by ``PPOX_COMPILE_CACHE_MAX_MB``,
+``ppox.host.cache_prune``) and ppox's traced programs (``ppox-programs/``,
 ``ppox.host.program_cache``)."""
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ppox.cli.command_flags import parse_command
-
-EXECUTABLE_SUFFIX, STAMP_SUFFIX = "-cache", "-atime"  # JAX's file cache (jax._src.lru_cache)
-LOCK_TIMEOUT_S = 60.0
+from ppox.host.cache_prune import EXECUTABLE_SUFFIX, STAMP_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
 class CacheArgs:
     """Show the compilation caches (JAX's compiled executables and ppox's traced programs):
-    the directory, how many entries, how large, and the bound; --clear empties them."""
+    the directory, how many entries, how large, and the bound; --clear empties them (a run
+    compiling meanwhile may then warn that an entry it was reading went)."""
 
     clear: bool = False
     """remove every cached executable and program (each compiles again on its next run)"""
@@ -39,15 +38,11 @@ def _mib(paths: list[Path]) -> float:
 
 
 def _clear(directory: Path) -> tuple[int, int, float]:
-    """Removes every entry under JAX's own lock on the directory (a running compile's read or
-    write finishes first). Returns (executables, programs, MiB) removed."""
-    import filelock
-
-    with filelock.FileLock(str(directory / ".lockfile"), timeout=LOCK_TIMEOUT_S):
-        executables, programs = _entries(directory)
-        size = _mib(executables) + _mib(programs)
-        for path in executables + programs:
-            path.unlink(missing_ok=True)
+    """Removes every entry. Returns (executables, programs, MiB) removed."""
+    executables, programs = _entries(directory)
+    size = _mib(executables) + _mib(programs)
+    for path in executables + programs:
+        path.unlink(missing_ok=True)
     return sum(p.name.endswith(EXECUTABLE_SUFFIX) for p in executables), len(programs), size
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from ppox import _startup_gc
 from ppox._platform import compile_cache_counts, compile_cache_note, mending_compile_cache
 from ppox.host import interrupts
+from ppox.host.cache_prune import prune_in_background
 from ppox.host.checkpoint import nonfinite_leaves
 from ppox.host.loggers import Logger, close_all, write_all
 from ppox.host.metrics import episode_means
@@ -105,6 +106,7 @@ class ChunkLoop:
         # TrainOptions.prefetch), imported while the first chunks run (ppox.host.prefetch)
         prefetch_imports((*(("orbax.checkpoint",) if self.rd is not None else ()),
                           *self.opts.prefetch))
+        prune_in_background()  # the compilation cache to its bound, while this run trains
         self.compile_note = compile_cache_note(cache_before)
         state = self._in_flight = init_c(self.b.keys, self.b.hp_batch)
         if self.rd is not None:
