@@ -81,6 +81,45 @@ def apply_env_cpu_xla_flags(env_id: str) -> tuple[str, ...]:
 
 
 CPU_VECTOR_WIDTH_ENV = "PPOX_CPU_VECTOR_WIDTH"  # bits; "0" leaves XLA's choice
+CPU_DEVICES_ENV = "PPOX_CPU_DEVICES"  # XLA CPU devices; "1": one (no per-core devices)
+_OFF = ("0", "off", "false", "no")
+
+
+# (variable, which whole numbers it takes, in words)
+_DEVICES_SETTING = (CPU_DEVICES_ENV, lambda n: n >= 1,
+                    "a CPU device count: a whole number >= 1 (1: no per-core devices)")
+_VECTOR_WIDTH_SETTING = (CPU_VECTOR_WIDTH_ENV, lambda n: n in (0, 128, 256, 512),
+                         "a vector width in bits: 128, 256 or 512 (0: XLA's choice)")
+
+
+def _env_setting(setting: tuple[str, Any, str]) -> int | None:
+    """A ``(variable, allowed, what)`` setting's value as an int, None when unset; a value
+    that is not a whole number ``allowed`` takes raises ``ValueError``: one line naming the
+    variable, its value and what it takes."""
+    name, allowed, what = setting
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not allowed(value):
+        raise ValueError(f"{name}={raw!r} is not {what}; unset it for ppox's own choice")
+    return value
+
+
+def check_env_settings() -> None:
+    """The ``PPOX_*`` settings the ``ppox`` command reads while it starts, checked before it
+    reads any of them: a bad value is one ``ValueError`` line (the command prints it as
+    ``error: ...`` and exits 2) instead of a traceback or a silent default."""
+    _env_setting(_DEVICES_SETTING)
+    _env_setting(_VECTOR_WIDTH_SETTING)
+    threads = os.environ.get(CPU_THREADS_ENV, "").strip().lower()
+    if threads and threads not in (*_OFF, "1"):
+        raise ValueError(f"{CPU_THREADS_ENV}={threads!r} is not a thread setting: 1 (one "
+                         "XLA CPU thread for any run) or 0 (XLA's pool); unset it for "
+                         "ppox's own choice")
 
 
 def cpu_has_avx512() -> bool:
@@ -106,8 +145,8 @@ def use_wide_cpu_vectors() -> int:
     """
     if not _may_set_cpu_xla_flag("xla_cpu_prefer_vector_width"):
         return 0
-    want = os.environ.get(CPU_VECTOR_WIDTH_ENV)
-    width = int(want) if want else (512 if cpu_has_avx512() else 0)
+    want = _env_setting(_VECTOR_WIDTH_SETTING)
+    width = want if want is not None else (512 if cpu_has_avx512() else 0)
     if width <= 0:
         return 0
     _add_xla_flags(f"--xla_cpu_prefer_vector_width={width}")
@@ -153,8 +192,8 @@ def use_every_cpu_core() -> int:
     """
     if not _may_set_cpu_xla_flag("xla_force_host_platform_device_count"):
         return 0
-    want = os.environ.get("PPOX_CPU_DEVICES")
-    n = int(want) if want else len(os.sched_getaffinity(0))
+    want = _env_setting(_DEVICES_SETTING)
+    n = want if want is not None else len(os.sched_getaffinity(0))
     if n <= 1:
         return 0
     global _DEVICE_COUNT_FLAG
@@ -186,7 +225,7 @@ def one_cpu_thread_wanted(minibatch_rows: int) -> bool:
     observations, an MLP) should run on one CPU thread: ``PPOX_CPU_THREADS=1`` always,
     ``0`` never, unset when ``minibatch_rows <= ONE_THREAD_MAX_ROWS``."""
     want = os.environ.get(CPU_THREADS_ENV, "").strip().lower()
-    if want in ("0", "off", "false", "no"):
+    if want in _OFF:
         return False
     return want == "1" or minibatch_rows <= ONE_THREAD_MAX_ROWS
 

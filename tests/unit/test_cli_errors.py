@@ -381,15 +381,27 @@ def test_resume_with_other_settings_is_refused_before_any_compile(tmp_path, caps
         assert (run / "config.toml").read_text() == stored  # the run's record is untouched
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
-def test_bad_compile_cache_bound_is_one_line_before_anything(value, tmp_path):
+_CACHE_BOUND = ("is not a cache size: give the compilation cache's bound in MiB, a positive "
+                "integer (default 4096), or -1 for no bound; PPOX_COMPILE_CACHE=0 turns the "
+                "cache off")
+_OWN_CHOICE = "; unset it for ppox's own choice"
+ENV_CASES = [
+    *[("PPOX_COMPILE_CACHE_MAX_MB", v, _CACHE_BOUND) for v in ("abc", "0", "-5", "1.5")],
+    *[("PPOX_CPU_DEVICES", v, "is not a CPU device count: a whole number >= 1 (1: no per-core "
+       "devices)" + _OWN_CHOICE) for v in ("abc", "0")],
+    ("PPOX_CPU_VECTOR_WIDTH", "300", "is not a vector width in bits: 128, 256 or 512 (0: "
+     "XLA's choice)" + _OWN_CHOICE),
+    ("PPOX_CPU_THREADS", "two", "is not a thread setting: 1 (one XLA CPU thread for any run) "
+     "or 0 (XLA's pool)" + _OWN_CHOICE),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "why"), ENV_CASES)
+def test_bad_setting_in_the_environment_is_one_line_before_anything(name, value, why, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ppox.cli", "train", "--run-dir",
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PPOX_COMPILE_CACHE_MAX_MB": value,
+                          env={**os.environ, name: value,
                                "PPOX_COMPILE_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        f"error: PPOX_COMPILE_CACHE_MAX_MB={value!r} is not a cache size: give the "
-        "compilation cache's bound in MiB, a positive integer (default 4096), or -1 for no "
-        "bound; PPOX_COMPILE_CACHE=0 turns the cache off"]
+    assert proc.stderr.strip().splitlines() == [f"error: {name}={value!r} {why}"]
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

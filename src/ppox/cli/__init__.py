@@ -22,6 +22,7 @@ from typing import NoReturn
 from ppox import _startup_gc
 from ppox._platform import (
     DEFAULT_COMPILE_CACHE_MAX_MB,
+    check_env_settings,
     enable_compile_cache,
     use_every_cpu_core,
     use_ppox_cpu_setup,
@@ -144,16 +145,17 @@ def _main(argv: list[str]) -> int:
     from ppox.host.run import EXIT_DIVERGED, RunDiverged
 
     _quiet_library_logs()
-    use_every_cpu_core()
-    use_ppox_cpu_setup()
-    if NO_COMPILE_CACHE in argv:  # a flag of every command
-        argv = [a for a in argv if a != NO_COMPILE_CACHE]
-    else:
-        try:
+    cache = NO_COMPILE_CACHE not in argv  # a flag of every command
+    argv = [a for a in argv if a != NO_COMPILE_CACHE]
+    try:  # a bad PPOX_* setting: one line, before anything
+        check_env_settings()
+        use_every_cpu_core()
+        use_ppox_cpu_setup()
+        if cache:
             enable_compile_cache()
-        except ValueError as err:  # a bad PPOX_COMPILE_CACHE_MAX_MB
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
             print(_usage())
