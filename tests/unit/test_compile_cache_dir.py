@@ -64,12 +64,14 @@ def test_a_run_prunes_the_cache_to_its_bound_while_it_trains(tmp_path):
 @pytest.mark.parametrize(("error", "damaged"), [
     ("error: Error -3 while decompressing data: invalid stored block lengths", True),
     ("XlaRuntimeError: INVALID_ARGUMENT: could not deserialize executable", True),
+    ("FileNotFoundError: [Errno 2] No such file or directory: '/c/jit_chunk_program-abc-cache'",
+     False),
     ("Timeout: The file lock '/c/.lockfile' could not be acquired.", False),
     ("PermissionError: [Errno 13] Permission denied: '/c/.lockfile'", False)])
 def test_only_a_damaged_entry_is_removed(tmp_path, capsys, error, damaged):
-    """A read that failed because the bounded cache's lock timed out, or its directory is
-    read-only, leaves the entry alone and passes JAX's warning on; a damaged entry (a
-    process killed while writing it) is removed and said in one line."""
+    """A read that failed because the entry went meanwhile (another process pruned it), on
+    a lock or on a read-only directory leaves the entry alone and passes JAX's warning on; a
+    damaged entry (a process killed while writing it) is removed and said in one line."""
     import warnings
 
     from ppox._platform import mending_compile_cache

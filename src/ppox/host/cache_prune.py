@@ -49,12 +49,12 @@ def prune(directory: str | os.PathLike[str], max_bytes: int) -> tuple[int, int]:
         path = Path(directory) / name
         try:
             path.unlink()
+            removed += 1
         except FileNotFoundError:
-            pass  # another process pruned it
+            pass  # another process pruned it: gone all the same
         except OSError:
-            continue
+            continue  # it cannot be removed (a read-only directory): it still counts
         total -= size
-        removed += 1
         with contextlib.suppress(OSError):
             path.with_name(name.removesuffix(EXECUTABLE_SUFFIX) + STAMP_SUFFIX).unlink()
     return removed, total
