@@ -115,11 +115,7 @@ def check_env_settings() -> None:
     ``error: ...`` and exits 2) instead of a traceback or a silent default."""
     _env_setting(_DEVICES_SETTING)
     _env_setting(_VECTOR_WIDTH_SETTING)
-    threads = os.environ.get(CPU_THREADS_ENV, "").strip().lower()
-    if threads and threads not in (*_OFF, "1"):
-        raise ValueError(f"{CPU_THREADS_ENV}={threads!r} is not a thread setting: 1 (one "
-                         "XLA CPU thread for any run) or 0 (XLA's pool); unset it for "
-                         "ppox's own choice")
+    _cpu_threads_setting()
 
 
 def cpu_has_avx512() -> bool:
@@ -224,10 +220,21 @@ def one_cpu_thread_wanted(minibatch_rows: int) -> bool:
     """Whether a single run whose SGD minibatches have ``minibatch_rows`` rows (of vector
     observations, an MLP) should run on one CPU thread: ``PPOX_CPU_THREADS=1`` always,
     ``0`` never, unset when ``minibatch_rows <= ONE_THREAD_MAX_ROWS``."""
-    want = os.environ.get(CPU_THREADS_ENV, "").strip().lower()
+    want = _cpu_threads_setting()
     if want in _OFF:
         return False
     return want == "1" or minibatch_rows <= ONE_THREAD_MAX_ROWS
+
+
+def _cpu_threads_setting() -> str:
+    """``$PPOX_CPU_THREADS``: ``""`` (unset: ppox decides), ``"1"`` or one of ``_OFF``;
+    anything else raises ``ValueError`` (one line)."""
+    want = os.environ.get(CPU_THREADS_ENV, "").strip().lower()
+    if want and want not in (*_OFF, "1"):
+        raise ValueError(f"{CPU_THREADS_ENV}={want!r} is not a thread setting: 1 (one "
+                         "XLA CPU thread for any run) or 0 (XLA's pool); unset it for "
+                         "ppox's own choice")
+    return want
 
 
 def use_one_cpu_thread_for(cfg: Any, runs: int = 1, spread: bool = False) -> bool:
@@ -309,6 +316,7 @@ DEFAULT_COMPILE_CACHE_MAX_MB = 4096
 _CACHE_EVENTS: dict[str, int] = {"requests": 0, "hits": 0, "programs": 0}
 _CACHE_LISTENING = False
 _COMPILE_CACHE_DIR: str | None = None
+_COMPILE_CACHE_MAX_BYTES = -1  # its bound, as enable_compile_cache read it
 
 
 def default_compile_cache_dir() -> str:
@@ -341,10 +349,10 @@ def enable_compile_cache(directory: str | None = None) -> str | None:
     value raises ``ValueError``) and kept by ``ppox.host.cache_prune``. Returns the
     directory in use (None: off). ``compile_cache_counts`` then tells how many compiles were
     served from it."""
-    global _CACHE_LISTENING, _COMPILE_CACHE_DIR
-    if os.environ.get(COMPILE_CACHE_ENV, "1").lower() in ("0", "off", "false", "no"):
+    global _CACHE_LISTENING, _COMPILE_CACHE_DIR, _COMPILE_CACHE_MAX_BYTES
+    if os.environ.get(COMPILE_CACHE_ENV, "1").lower() in _OFF:
         return None
-    compile_cache_max_bytes()  # a bad bound is an error before anything else
+    _COMPILE_CACHE_MAX_BYTES = compile_cache_max_bytes()  # a bad bound: an error, first
     import jax
 
     directory = directory or os.environ.get(COMPILE_CACHE_DIR_ENV) or default_compile_cache_dir()
@@ -380,6 +388,11 @@ def compile_cache_max_bytes() -> int:
 def compile_cache_dir() -> str | None:
     """The directory ``enable_compile_cache`` turned the cache on in (None: off)."""
     return _COMPILE_CACHE_DIR
+
+
+def compile_cache_bound() -> int:
+    """The bound in bytes ``enable_compile_cache`` read for the cache (-1: none)."""
+    return _COMPILE_CACHE_MAX_BYTES
 
 
 def count_program_cache_hit() -> None:

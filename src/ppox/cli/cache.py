@@ -47,7 +47,7 @@ def _clear(directory: Path) -> tuple[int, int, float]:
 
 
 def cmd_cache(argv: Sequence[str]) -> int:
-    from ppox._platform import compile_cache_dir, compile_cache_max_bytes
+    from ppox._platform import compile_cache_bound, compile_cache_dir
     from ppox.host.program_cache import MAX_ENTRIES
 
     args = parse_command(CacheArgs, argv, "ppox cache")
@@ -64,7 +64,7 @@ def cmd_cache(argv: Sequence[str]) -> int:
         print(f"removed {executables} executables and {programs} programs ({size:.1f} MiB) "
               f"from {directory}")
         return 0
-    bound = compile_cache_max_bytes()
+    bound = compile_cache_bound()
     executables, programs = _entries(directory)
     count = sum(p.name.endswith(EXECUTABLE_SUFFIX) for p in executables)
     print(f"compilation cache: {directory}")

@@ -66,16 +66,10 @@ def prune_in_background() -> threading.Thread | None:
     rather than stopping it mid-way). None when the cache is off, unbounded, or this
     process pruned it already."""
     global _STARTED
-    from ppox._platform import compile_cache_dir, compile_cache_max_bytes
+    from ppox._platform import compile_cache_bound, compile_cache_dir
 
-    directory = compile_cache_dir()
-    if _STARTED or directory is None:
-        return None
-    try:
-        max_bytes = compile_cache_max_bytes()
-    except ValueError:  # enable_compile_cache refused it already; a library caller's own
-        return None
-    if max_bytes < 0 or not os.path.isdir(directory):
+    directory, max_bytes = compile_cache_dir(), compile_cache_bound()
+    if _STARTED or directory is None or max_bytes < 0 or not os.path.isdir(directory):
         return None
     _STARTED = True
 
