@@ -32,14 +32,16 @@ def scaling_table(points: Sequence[Mapping[str, Any]]) -> str:
 
 def _side_by_side_row(name: str, s: Mapping[str, Any], peer: bool) -> list[Any]:
     if "skipped" in s:
-        return [name, "skipped: " + str(s["skipped"])[:60], "", "", "", "", "", ""]
+        return [name, "skipped: " + str(s["skipped"])[:60], "", "", "", "", "", "", "", ""]
     ret = fmt_num(s["final_return_median"], 1)
     if s.get("eval_return_median") == s.get("eval_return_median"):  # not NaN
         ret += f" (eval {fmt_num(s['eval_return_median'], 1)})"
     return [name, fmt_num(s["total_timesteps"]), fmt_num(s["sps_median"]),
             fmt_num(s.get("sps_ratio"), 2) + "x" if peer else "",
             fmt_num(s["compile_s_median"], 1),
-            fmt_num(s.get("compile_ratio"), 2) + "x" if peer else "", ret, s["runs"]]
+            fmt_num(s.get("compile_ratio"), 2) + "x" if peer else "",
+            fmt_num(s.get("all_compile_s_median"), 1),
+            fmt_num(s.get("all_compile_ratio"), 2) + "x" if peer else "", ret, s["runs"]]
 
 
 def side_by_side_table(summary: Mapping[str, Mapping[str, Any]],
@@ -49,9 +51,10 @@ def side_by_side_table(summary: Mapping[str, Mapping[str, Any]],
     rows = [_side_by_side_row(name, s, not name.startswith(reference))
             for name, s in summary.items()]
     table = format_table(["impl", "steps", "steps/s (median)", f"{reference}/peer steps/s",
-                          "compile s", f"{reference}/peer compile", "final return", "runs"],
-                         rows)
+                          "compile s", f"{reference}/peer compile", "all programs s",
+                          f"{reference}/peer all", "final return", "runs"], rows)
     lines = [f"  {name}/{peer}: steps/s {fmt_num(r['sps_ratio'], 2)}x, compile "
-             f"{fmt_num(r['compile_ratio'], 2)}x"
+             f"{fmt_num(r['compile_ratio'], 2)}x, all programs "
+             f"{fmt_num(r.get('all_compile_ratio'), 2)}x"
              for name, s in summary.items() for peer, r in s.get("vs_peers", {}).items()]
     return "\n".join([table, *lines])

@@ -276,10 +276,15 @@ def train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     ``final_return``: mean episodic return of the last 5% of the updates (at least
     ``num_envs`` episodes), mean over repeats. ``eval_episodes > 0`` adds a deterministic
     evaluation, untimed. ``compile_split`` adds ``compile_split_s`` (:func:`compile_split`).
+    ``jax_compile``: JAX's own clock of every program the process built, the evaluation's
+    included (``benchmarks/peers/_compile_clock.py``, as the brax runner reports it), read
+    before ``compile_split``'s extra compiles.
     """
+    from benchmarks.peers._compile_clock import CompileClock
     from ppox.config import HParams, config_from_dict
     from ppox.trainer import build
 
+    clock = CompileClock().start()  # as the brax runner's: every program, evaluation too
     cfg = config_from_dict(dict(spec["config"]))
     hp = HParams(**spec.get("hparams", {}))
     repeats, seed = int(spec.get("repeats", 1)), int(spec.get("seed", 0))
@@ -296,10 +301,11 @@ def train_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown api {api!r}: fused, train_runs, data_parallel or "
                          "split_networks")
     out = {**_train_fields(cfg, hp, spec, runs), "setup_s": setup_s}
-    if spec.get("compile_split"):
-        out["compile_split_s"] = compile_split(cfg, hp, seed)
     if eval_episodes > 0:
         out.update(_evaluate(cfg, runs["states"], eval_episodes))
+    out["jax_compile"] = clock.summary()
+    if spec.get("compile_split"):  # after the clock's reading: its compiles are extra
+        out["compile_split_s"] = compile_split(cfg, hp, seed)
     return out
 
 

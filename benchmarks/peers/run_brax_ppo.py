@@ -66,6 +66,7 @@ import math
 import time
 
 import _common
+from _compile_clock import CompileClock
 
 # Per-env defaults: those of ppox's src/ppox/defaults.py for the same brax task, so that a
 # bare run of this script is the side-by-side of a bare `ppox train` run.
@@ -128,6 +129,8 @@ def main() -> None:
 
     import flax.linen as nn
     import jax
+
+    clock = CompileClock().start()  # every program the trainer builds, evaluator included
     import numpy as np
     from brax import envs
     from brax.training.agents.ppo import networks as ppo_networks
@@ -268,6 +271,7 @@ def main() -> None:
                                                "eval_avg_episode_length", "eval_curve")}
                            for x in runs],
         },
+        "jax_compile": clock.summary(),
         "jax_devices": [str(d) for d in jax.devices()],
     })
 

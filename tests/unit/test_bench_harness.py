@@ -75,6 +75,57 @@ def test_side_by_side_with_fake_workers(tmp_path):
     assert png.stat().st_size > 0
 
 
+def test_all_programs_compile_ratio_uses_the_compile_clock_where_both_report_it():
+    def run(compile_s: float, total_s: float | None) -> dict:
+        res = {"compile_s": compile_s, "run_s": [1.0], "sps": [1.0], "final_return": 0.0}
+        return res if total_s is None else {**res, "jax_compile": {"total_s": total_s}}
+
+    raw = {"ppox": {"runs": [run(3.0, 4.0), run(3.0, 6.0)]},
+           "brax": {"runs": [run(2.0, 8.0), run(2.0, 12.0)]},
+           "old": {"runs": [run(1.0, None)]}}
+    summary = peers.summarize_side_by_side(raw)
+    assert summary["ppox"]["all_compile_s_median"] == pytest.approx(5.0)
+    assert summary["brax"]["compile_ratio"] == pytest.approx(1.5)
+    assert summary["brax"]["all_compile_ratio"] == pytest.approx(0.5)
+    ratio = summary["old"]["all_compile_ratio"]
+    assert ratio != ratio  # NaN: a runner without the clock has no such ratio
+    row = next(line for line in tables.side_by_side_table(summary).splitlines()
+               if line.startswith("| brax"))
+    assert [c.strip() for c in row.strip("|").split("|")][6:8] == ["10.0", "0.50x"]
+
+
+def test_compile_clock_counts_nested_and_overlapping_spans_once():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.peers._compile_clock import CompileClock, union_seconds
+
+    assert union_seconds([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (1.5, 1.7)]) == 4.0
+    assert union_seconds([]) == 0.0
+    clock = CompileClock().start()
+    try:
+        @jax.jit
+        def inner(x):
+            return jnp.sin(x) * 3.0
+
+        @jax.jit
+        def clocked_program(x):
+            return inner(x) + jnp.cos(x)
+
+        x = jnp.arange(5.0)  # outside the window read below: an eager op compiles too
+        before = clock.summary()["programs_compiled"]
+        clocked_program(x).block_until_ready()
+        after = clock.summary()
+        clocked_program(x).block_until_ready()  # cached: nothing new
+        assert clock.summary()["programs_compiled"] == after["programs_compiled"]
+    finally:
+        jax.monitoring.unregister_event_time_span_listener(clock._on_span)
+    assert after["programs_compiled"] == before + 1  # inner is inlined, not compiled apart
+    names = [name for name, _ in after["top_backend_compiles"]]
+    assert "jit(clocked_program)" in names
+    assert after["total_s"] >= after["backend_compile_s"] > 0
+
+
 def test_rounds_alternate_their_order(tmp_path):
     log = tmp_path / "order.txt"
 
@@ -145,6 +196,12 @@ def test_train_worker_reports_what_the_peer_runners_report(api):
     assert len(res["eval_return_per_repeat"]) == 2
     assert res["eval_return"] == pytest.approx(sum(res["eval_return_per_repeat"]) / 2)
     assert res["host"]["executable"] == sys.executable
+    # JAX's clock of every program: the training program's compile and the evaluation's
+    clock = res["jax_compile"]
+    assert clock["programs_compiled"] >= 2 and clock["backend_compile_s"] > 0
+    assert clock["total_s"] >= max(clock["trace_s"], clock["lower_s"],
+                                   clock["backend_compile_s"])
+    assert clock["total_s"] <= res["process_wall_s"]
 
 
 def test_machine_name_override_and_json(tmp_path, monkeypatch):
