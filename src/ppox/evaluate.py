@@ -1,7 +1,9 @@
 """Deterministic evaluation: run episodes with the policy's mode, in one jitted scan.
 
 ``num_episodes`` environments run in parallel for up to ``max_episode_steps`` steps; each
-contributes the return of its first episode. Observation statistics from training are
+contributes the return of its first episode. An env that can step without its auto-reset
+(brax, Playground: ``advance_batch``) does so here, so the program compiles no reset beyond
+the first. Observation statistics from training are
 applied exactly as during training. For brax the pipeline states of the first episode can
 be kept for rendering.
 """
@@ -49,7 +51,10 @@ def eval_step(ctx: EvalContext, carry: EvalCarry, key: jax.Array) -> tuple[EvalC
     keys = jax.random.split(key_env, carry.env.obs.shape[0])
     rollout_ctx = RolloutContext(env=ctx.env, policy=ctx.policy, params=ctx.params,
                                  obs_stats=ctx.obs_stats, obs_clip=ctx.obs_clip)
-    env, _, _, ts = act_and_step(rollout_ctx, carry.env, key_action, keys, ctx.deterministic)
+    # only first episodes count: an env that can step without its reset does (the program
+    # then holds no reset but the first; a brax/Playground reset compiles for seconds)
+    env, _, _, ts = act_and_step(rollout_ctx, carry.env, key_action, keys, ctx.deterministic,
+                                 auto_reset=False)
     alive = carry.alive
     new = EvalCarry(
         env=env,
@@ -57,8 +62,8 @@ def eval_step(ctx: EvalContext, carry: EvalCarry, key: jax.Array) -> tuple[EvalC
         episode_return=carry.episode_return + jnp.where(alive, ts.reward, 0.0),
         episode_length=carry.episode_length + alive.astype(jnp.int32),
     )
-    # The state *before* this step's auto-reset is what a renderer should draw: take env 0's
-    # state from the carry (the observation the policy acted on).
+    # The state the policy acted on is what a renderer should draw (an env without a
+    # reset-free step has reset by the step's end): take env 0's state from the carry.
     out = jax.tree.map(lambda x: x[0], carry.env.env_state) if ctx.keep_states else None
     return new, out
 

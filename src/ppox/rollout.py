@@ -111,18 +111,21 @@ def init_env_carry(policy: Policy, obs: jax.Array, env_state: Any) -> EnvCarry:
 
 
 def act_and_step(ctx: RolloutContext, env: EnvCarry, key_action: jax.Array,
-                 env_keys: jax.Array, deterministic: bool = False,
+                 env_keys: jax.Array, deterministic: bool = False, auto_reset: bool = True,
                  ) -> tuple[EnvCarry, jax.Array, jax.Array, TimeStep]:
     """The policy acts on every env's current obs and the envs step (auto-resetting).
 
     Returns the new carry, the raw action ``[B, ...]``, its log-prob ``[B]`` and the
     ``TimeStep``. ``deterministic`` takes the distribution's mode instead of a sample.
+    ``auto_reset=False``: ``step_envs``'s, for a caller that drops every step of an env
+    after its episode ended.
     """
     dist, carry = ctx.policy.act(ctx.params, normalize_obs(env.obs, ctx.obs_stats, ctx.obs_clip),
                                  env.policy_carry, env.reset)
     action = dist.mode() if deterministic else dist.sample(key_action)
     log_prob = dist.log_prob(action)
-    env_state, ts = step_envs(ctx.env, env_keys, env.env_state, ctx.policy.env_action(action))
+    env_state, ts = step_envs(ctx.env, env_keys, env.env_state, ctx.policy.env_action(action),
+                              auto_reset)
     reset = None if env.reset is None else ts.done
     new = EnvCarry(env_state=env_state, obs=ts.obs, policy_carry=carry, reset=reset)
     return new, action, log_prob, ts

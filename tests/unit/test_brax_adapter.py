@@ -189,3 +189,36 @@ def test_the_observation_shape_comes_from_one_abstract_trace_kept_for_the_progra
     obs, _ = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 3))
     assert obs.shape == (3, 4) and len(env._reset._cache) == 1  # reused, not traced again
     assert make_brax("brax/humanoid", "spring").spec.obs_shape == (244,)
+
+
+def test_evaluation_steps_without_resets_and_scores_the_same_first_episodes(monkeypatch):
+    """``ppox.evaluate`` counts first episodes only, so a brax env steps there without its
+    auto-reset (``advance_batch``): the program holds the initial reset and no other, and
+    the returns and lengths are those of the evaluation that resets done envs."""
+    from ppox.config import HParams, PPOConfig
+    from ppox.envs.brax import BraxEnv
+    from ppox.evaluate import make_evaluate
+    from ppox.trainer import build, init
+
+    # 8 episodes of IP (limit 40): an untrained policy drops the pole within it in some
+    cfg = PPOConfig(env_id="brax/inverted_pendulum", num_envs=4, num_steps=8,
+                    total_timesteps=32, num_minibatches=1, episode_length=40)
+    state = init(build(cfg), HParams().as_arrays(), jax.random.PRNGKey(0))
+    resets = []
+    real_reset = BraxEnv.reset
+    monkeypatch.setattr(BraxEnv, "reset", lambda self, key: (resets.append(1),
+                                                             real_reset(self, key))[1])
+
+    def run():
+        resets.clear()
+        ev = jax.jit(make_evaluate(cfg, 8, deterministic=False))
+        ret, length, _ = ev(jax.random.PRNGKey(3), state.params, state.obs_stats)
+        return np.asarray(ret), np.asarray(length), len(resets)
+
+    ret, length, traced = run()
+    assert traced == 1  # the initial reset (vmapped: traced once); none in the step
+    monkeypatch.delattr(BraxEnv, "advance_batch")  # the env as it was: step_batch resets
+    want_ret, want_length, want_traced = run()
+    assert want_traced == 2  # and a fresh reset in the step's auto-reset
+    assert (length < 40).any() and (length == want_length).all()
+    np.testing.assert_allclose(ret, want_ret, rtol=1e-6)

@@ -193,6 +193,15 @@ class BraxEnv:
             lambda _: (stepped, stepped.inner.obs), None)
         return new_state, self._timestep(obs, stepped, reward, terminated, truncated)
 
+    def advance_batch(self, keys: jax.Array, states: BraxEnvState,
+                      actions: jax.Array) -> tuple[BraxEnvState, TimeStep]:
+        """``step_batch`` without the auto-reset (``step_envs(..., auto_reset=False)``): a
+        done env goes on from its last state, its obs the stepped one. No key is used."""
+        del keys
+        stepped, reward, terminated, truncated = jax.vmap(self._advance)(states, actions)
+        return stepped, self._timestep(stepped.inner.obs, stepped, reward, terminated,
+                                       truncated)
+
     @staticmethod
     def _timestep(obs: jax.Array, stepped: BraxEnvState, reward: jax.Array,
                   terminated: jax.Array, truncated: jax.Array) -> TimeStep:

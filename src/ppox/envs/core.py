@@ -115,11 +115,20 @@ class Env(Protocol):
         ...
 
 
-def step_envs(env: Env, keys: jax.Array, states: Any,
-              actions: jax.Array) -> tuple[Any, TimeStep]:
+def step_envs(env: Env, keys: jax.Array, states: Any, actions: jax.Array,
+              auto_reset: bool = True) -> tuple[Any, TimeStep]:
     """Steps a batch of envs (leading axis ``B`` on every argument): ``env.step_batch`` where
     the env has one (an env whose reset is costly resets only when some env is done, see
-    ``ppox.envs.brax``), else ``env.step`` vmapped. The same results either way."""
+    ``ppox.envs.brax``), else ``env.step`` vmapped. The same results either way.
+
+    ``auto_reset=False`` is for a caller that ignores every step of an env after its
+    episode ended (an evaluation of first episodes): an env with ``advance_batch`` (same
+    arguments; the step without the reset, a done env going on from its last state) takes
+    that instead, so the program holds no reset; any other env steps as usual."""
+    if not auto_reset:
+        advance = getattr(env, "advance_batch", None)
+        if advance is not None:
+            return advance(keys, states, actions)
     batched = getattr(env, "step_batch", None)
     if batched is not None:
         return batched(keys, states, actions)

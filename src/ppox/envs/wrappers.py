@@ -51,6 +51,13 @@ class EpisodeStats:
         inner, ts = step_envs(self.env, keys, states.inner, actions)
         return self._count(states, inner, ts)
 
+    def advance_batch(self, keys: jax.Array, states: EpisodeStatsState,
+                      actions: jax.Array) -> tuple[EpisodeStatsState, TimeStep]:
+        """``step_batch`` without the inner env's reset where it offers one
+        (``step_envs(..., auto_reset=False)``)."""
+        inner, ts = step_envs(self.env, keys, states.inner, actions, auto_reset=False)
+        return self._count(states, inner, ts)
+
     @staticmethod
     def _count(state: EpisodeStatsState, inner: Any,
                ts: TimeStep) -> tuple[EpisodeStatsState, TimeStep]:
