@@ -5,8 +5,11 @@ benchmarks/worker.py train '<json>'`` prints the same JSON fields as the peer ru
 ``benchmarks/peers/``); over ``--rounds`` rounds the implementations run interleaved
 (A B C, C B A, ...), and the table shows medians over rounds, the ratios ppox/peer of
 steps per second and compile time, and the final return of each, so speed is not bought
-with worse learning. A peer whose venv does not exist is skipped with a note (and
-``"skipped": reason`` in the JSON).
+with worse learning. "All programs" is the time a process spent tracing, lowering and
+compiling every program it built, evaluation included, by JAX's own clock
+(``benchmarks/peers/_compile_clock.py``), where the runner reports it (ppox's worker and
+Brax's runner): the compile figure of Brax's runner is its training epoch alone. A peer
+whose venv does not exist is skipped with a note (and ``"skipped": reason`` in the JSON).
 
 Suites:
   * ``cartpole``: CartPole-v1, 4 envs x 128 steps, 4 epochs, 4 minibatches, 64x64 tanh
