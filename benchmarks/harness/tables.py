@@ -30,6 +30,12 @@ def scaling_table(points: Sequence[Mapping[str, Any]]) -> str:
                          "run s", "peak RSS Δ MiB"], rows)
 
 
+def _times(r: Any) -> str:
+    """``1.23x``; ``-`` where there is no ratio (None or NaN: a figure missing on a side)."""
+    text = fmt_num(r, 2)
+    return text if text == "-" else text + "x"
+
+
 def _side_by_side_row(name: str, s: Mapping[str, Any], peer: bool) -> list[Any]:
     if "skipped" in s:
         return [name, "skipped: " + str(s["skipped"])[:60], "", "", "", "", "", "", "", ""]
@@ -37,11 +43,11 @@ def _side_by_side_row(name: str, s: Mapping[str, Any], peer: bool) -> list[Any]:
     if s.get("eval_return_median") == s.get("eval_return_median"):  # not NaN
         ret += f" (eval {fmt_num(s['eval_return_median'], 1)})"
     return [name, fmt_num(s["total_timesteps"]), fmt_num(s["sps_median"]),
-            fmt_num(s.get("sps_ratio"), 2) + "x" if peer else "",
+            _times(s.get("sps_ratio")) if peer else "",
             fmt_num(s["compile_s_median"], 1),
-            fmt_num(s.get("compile_ratio"), 2) + "x" if peer else "",
+            _times(s.get("compile_ratio")) if peer else "",
             fmt_num(s.get("all_compile_s_median"), 1),
-            fmt_num(s.get("all_compile_ratio"), 2) + "x" if peer else "", ret, s["runs"]]
+            _times(s.get("all_compile_ratio")) if peer else "", ret, s["runs"]]
 
 
 def side_by_side_table(summary: Mapping[str, Mapping[str, Any]],
@@ -53,8 +59,7 @@ def side_by_side_table(summary: Mapping[str, Mapping[str, Any]],
     table = format_table(["impl", "steps", "steps/s (median)", f"{reference}/peer steps/s",
                           "compile s", f"{reference}/peer compile", "all programs s",
                           f"{reference}/peer all", "final return", "runs"], rows)
-    lines = [f"  {name}/{peer}: steps/s {fmt_num(r['sps_ratio'], 2)}x, compile "
-             f"{fmt_num(r['compile_ratio'], 2)}x, all programs "
-             f"{fmt_num(r.get('all_compile_ratio'), 2)}x"
+    lines = [f"  {name}/{peer}: steps/s {_times(r['sps_ratio'])}, compile "
+             f"{_times(r['compile_ratio'])}, all programs {_times(r.get('all_compile_ratio'))}"
              for name, s in summary.items() for peer, r in s.get("vs_peers", {}).items()]
     return "\n".join([table, *lines])
