@@ -102,7 +102,14 @@ class EnvSpec:
 
 
 class Env(Protocol):
-    """A single functional environment. Pure functions, safe under jit and vmap."""
+    """A single functional environment. Pure functions, safe under jit and vmap.
+
+    Two batched methods are optional (``step_envs`` uses them where they exist):
+    ``step_batch(keys, states, actions)``, ``step`` over a leading batch axis (an env whose
+    reset is costly can reset only when some env is done), and ``advance_batch`` (same
+    arguments), the batched step without the auto-reset, for an evaluation that counts
+    first episodes only.
+    """
 
     spec: EnvSpec
 
