@@ -3,9 +3,8 @@
 ``num_episodes`` environments run in parallel for up to ``max_episode_steps`` steps; each
 contributes the return of its first episode. An env that can step without its auto-reset
 (brax, Playground: ``advance_batch``) does so here, so the program compiles no reset beyond
-the first. Observation statistics from training are
-applied exactly as during training. For brax the pipeline states of the first episode can
-be kept for rendering.
+the first. Observation statistics from training are applied exactly as during training.
+For brax the pipeline states of the first episode can be kept for rendering.
 """
 
 from __future__ import annotations
