@@ -82,14 +82,16 @@ def apply_env_cpu_xla_flags(env_id: str) -> tuple[str, ...]:
 
 CPU_VECTOR_WIDTH_ENV = "PPOX_CPU_VECTOR_WIDTH"  # bits; "0" leaves XLA's choice
 CPU_DEVICES_ENV = "PPOX_CPU_DEVICES"  # XLA CPU devices; "1": one (no per-core devices)
-_OFF = ("0", "off", "false", "no")
+OFF_WORDS = ("0", "off", "false", "no")  # what an on/off PPOX_* setting takes as off
 
 
-# (variable, which whole numbers it takes, in words)
-_DEVICES_SETTING = (CPU_DEVICES_ENV, lambda n: n >= 1,
-                    "a CPU device count: a whole number >= 1 (1: no per-core devices)")
+# (variable, which whole numbers it takes, in words and what to do instead)
+_OWN_CHOICE = "; unset it for ppox's own choice"
+_DEVICES_SETTING = (CPU_DEVICES_ENV, lambda n: n >= 1, "a CPU device count: a whole number "
+                    ">= 1 (1: no per-core devices)" + _OWN_CHOICE)
 _VECTOR_WIDTH_SETTING = (CPU_VECTOR_WIDTH_ENV, lambda n: n in (0, 128, 256, 512),
-                         "a vector width in bits: 128, 256 or 512 (0: XLA's choice)")
+                         "a vector width in bits: 128, 256 or 512 (0: XLA's choice)"
+                         + _OWN_CHOICE)
 
 
 def _env_setting(setting: tuple[str, Any, str]) -> int | None:
@@ -105,7 +107,7 @@ def _env_setting(setting: tuple[str, Any, str]) -> int | None:
     except ValueError:
         value = None
     if value is None or not allowed(value):
-        raise ValueError(f"{name}={raw!r} is not {what}; unset it for ppox's own choice")
+        raise ValueError(f"{name}={raw!r} is not {what}")
     return value
 
 
@@ -221,16 +223,16 @@ def one_cpu_thread_wanted(minibatch_rows: int) -> bool:
     observations, an MLP) should run on one CPU thread: ``PPOX_CPU_THREADS=1`` always,
     ``0`` never, unset when ``minibatch_rows <= ONE_THREAD_MAX_ROWS``."""
     want = _cpu_threads_setting()
-    if want in _OFF:
+    if want in OFF_WORDS:
         return False
     return want == "1" or minibatch_rows <= ONE_THREAD_MAX_ROWS
 
 
 def _cpu_threads_setting() -> str:
-    """``$PPOX_CPU_THREADS``: ``""`` (unset: ppox decides), ``"1"`` or one of ``_OFF``;
+    """``$PPOX_CPU_THREADS``: ``""`` (unset: ppox decides), ``"1"`` or one of ``OFF_WORDS``;
     anything else raises ``ValueError`` (one line)."""
     want = os.environ.get(CPU_THREADS_ENV, "").strip().lower()
-    if want and want not in (*_OFF, "1"):
+    if want and want not in (*OFF_WORDS, "1"):
         raise ValueError(f"{CPU_THREADS_ENV}={want!r} is not a thread setting: 1 (one "
                          "XLA CPU thread for any run) or 0 (XLA's pool); unset it for "
                          "ppox's own choice")
@@ -313,6 +315,11 @@ COMPILE_CACHE_DIR_ENV = "PPOX_COMPILE_CACHE_DIR"  # where (default: the user cac
 # its bound in MiB (-1: none), kept by ppox.host.cache_prune
 COMPILE_CACHE_MAX_MB_ENV = "PPOX_COMPILE_CACHE_MAX_MB"
 DEFAULT_COMPILE_CACHE_MAX_MB = 4096
+_CACHE_MAX_MB_SETTING = (
+    COMPILE_CACHE_MAX_MB_ENV, lambda n: n >= 1 or n == -1,
+    "a cache size: give the compilation cache's bound in MiB, a positive integer (default "
+    f"{DEFAULT_COMPILE_CACHE_MAX_MB}), or -1 for no bound; {COMPILE_CACHE_ENV}=0 turns the "
+    "cache off")
 _CACHE_EVENTS: dict[str, int] = {"requests": 0, "hits": 0, "programs": 0}
 _CACHE_LISTENING = False
 _COMPILE_CACHE_DIR: str | None = None
@@ -350,7 +357,7 @@ def enable_compile_cache(directory: str | None = None) -> str | None:
     directory in use (None: off). ``compile_cache_counts`` then tells how many compiles were
     served from it."""
     global _CACHE_LISTENING, _COMPILE_CACHE_DIR, _COMPILE_CACHE_MAX_BYTES
-    if os.environ.get(COMPILE_CACHE_ENV, "1").lower() in _OFF:
+    if os.environ.get(COMPILE_CACHE_ENV, "1").lower() in OFF_WORDS:
         return None
     _COMPILE_CACHE_MAX_BYTES = compile_cache_max_bytes()  # a bad bound: an error, first
     import jax
@@ -370,18 +377,9 @@ def compile_cache_max_bytes() -> int:
     """The compilation cache's bound in bytes, from ``$PPOX_COMPILE_CACHE_MAX_MB`` (MiB;
     default ``DEFAULT_COMPILE_CACHE_MAX_MB``; ``-1``: no bound). Raises
     ``ValueError`` (one line: the value, why, what to write) for anything else."""
-    raw = os.environ.get(COMPILE_CACHE_MAX_MB_ENV, "").strip()
-    if not raw:
-        return DEFAULT_COMPILE_CACHE_MAX_MB * 2**20
-    try:
-        mib = int(raw)
-    except ValueError:
-        mib = 0
-    if mib < 1 and mib != -1:
-        raise ValueError(
-            f"{COMPILE_CACHE_MAX_MB_ENV}={raw!r} is not a cache size: give the compilation "
-            f"cache's bound in MiB, a positive integer (default {DEFAULT_COMPILE_CACHE_MAX_MB}), "
-            f"or -1 for no bound; {COMPILE_CACHE_ENV}=0 turns the cache off")
+    mib = _env_setting(_CACHE_MAX_MB_SETTING)
+    if mib is None:
+        mib = DEFAULT_COMPILE_CACHE_MAX_MB
     return -1 if mib == -1 else mib * 2**20
 
 

@@ -84,7 +84,7 @@ def cache_dir() -> Path | None:
     """Where programs are kept; None when the cache is off."""
     from ppox import _platform
 
-    if os.environ.get(PROGRAM_CACHE_ENV, "1").lower() in ("0", "off", "false", "no"):
+    if os.environ.get(PROGRAM_CACHE_ENV, "1").lower() in _platform.OFF_WORDS:
         return None
     base = _platform.compile_cache_dir()
     if base is None or jax.process_count() > 1:
