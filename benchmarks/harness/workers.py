@@ -216,9 +216,9 @@ def _evaluate(cfg: Any, states: Sequence[Any], episodes: int) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from ppox.evaluate import make_evaluate
+    from ppox.evaluate import jit_evaluate
 
-    evaluate = jax.jit(make_evaluate(cfg, episodes, deterministic=True))
+    evaluate = jit_evaluate(cfg, episodes, deterministic=True)  # as ppox eval compiles it
     evals = []
     for r, st in enumerate(states):
         ret, _, _ = evaluate(jax.random.PRNGKey(10_000 + r), st.params, st.obs_stats)

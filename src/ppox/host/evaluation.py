@@ -68,12 +68,12 @@ class EvalOutput:
 def evaluate_run(run_dir: str | Path, episodes: int = 16, seed: int = 0, run_index: int = 0,
                  html: str | Path | None = None, deterministic: bool = True) -> EvalOutput:
     """Deterministic episodes of a trained run; for brax also an HTML visualisation."""
-    from ppox.evaluate import make_evaluate
+    from ppox.evaluate import jit_evaluate
 
     pol = load_policy(run_dir, run_index)
     want_html = html is not None and pol.cfg.is_brax
-    evaluate = jax.jit(make_evaluate(pol.cfg, episodes, deterministic=deterministic,
-                                     keep_states=want_html))
+    evaluate = jit_evaluate(pol.cfg, episodes, deterministic=deterministic,
+                            keep_states=want_html)
     returns, lengths, states = evaluate(jax.random.PRNGKey(seed), pol.params, pol.obs_stats)
     html_path = None
     if want_html:

@@ -196,7 +196,7 @@ def record_video(run_dir: str | Path, path: str | Path, seed: int = 0, run_index
                  max_frames: int = 1000, fps: float | None = None) -> VideoOutput:
     """Plays one deterministic episode of a trained run and writes it to ``path``
     (``.gif`` or ``.mp4``). Episodes longer than ``max_frames`` keep every k-th frame."""
-    from ppox.evaluate import make_evaluate
+    from ppox.evaluate import jit_evaluate
     from ppox.host.configfile import atomic_write_text
     from ppox.host.evaluation import load_policy
 
@@ -205,7 +205,7 @@ def record_video(run_dir: str | Path, path: str | Path, seed: int = 0, run_index
         raise ConfigError(f"--video {path}: the file must end in .gif or .mp4")
     prefer_offscreen_gl()  # before brax imports mujoco (loading a brax policy does)
     pol = load_policy(run_dir, run_index)
-    evaluate = jax.jit(make_evaluate(pol.cfg, 1, deterministic=True, keep_states=True))
+    evaluate = jit_evaluate(pol.cfg, 1, deterministic=True, keep_states=True)
     returns, lengths, states = evaluate(jax.random.PRNGKey(seed), pol.params, pol.obs_stats)
     length = int(lengths[0])
     step = max(1, -(-length // max_frames))
