@@ -24,15 +24,18 @@ import glob
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 UNROLLED_THREEFRY_ON_CPU = False
+_THREEFRY_LOWERING = threading.local()  # .rolled: JAX's rolled loop in this thread
 
 
 def use_unrolled_threefry_on_cpu() -> bool:
-    """Registers JAX's unrolled threefry lowering for the CPU platform (idempotent)."""
+    """Registers JAX's unrolled threefry lowering for the CPU platform (idempotent); a
+    program lowered inside ``rolled_threefry()`` keeps JAX's rolled one."""
     global UNROLLED_THREEFRY_ON_CPU
     if UNROLLED_THREEFRY_ON_CPU or os.environ.get("PPOX_ROLLED_THREEFRY") == "1":
         return UNROLLED_THREEFRY_ON_CPU
@@ -40,12 +43,48 @@ def use_unrolled_threefry_on_cpu() -> bool:
         from jax._src.interpreters import mlir
         from jax._src.random import threefry2x32
 
-        mlir.register_lowering(threefry2x32.threefry2x32_p,
-                               threefry2x32._threefry2x32_lowering_rule, platform="cpu")
+        unrolled = threefry2x32._threefry2x32_lowering_rule
+        rolled = threefry2x32._threefry2x32_cpu_lowering_rule
+
+        def lowering(ctx: Any, *args: Any, **params: Any) -> Any:
+            rule = rolled if getattr(_THREEFRY_LOWERING, "rolled", False) else unrolled
+            return rule(ctx, *args, **params)
+
+        mlir.register_lowering(threefry2x32.threefry2x32_p, lowering, platform="cpu")
     except (ImportError, AttributeError):  # pragma: no cover - depends on the jax version
         return False
     UNROLLED_THREEFRY_ON_CPU = True
     return True
+
+
+@contextlib.contextmanager
+def rolled_threefry() -> Iterator[None]:
+    """Programs lowered in this block, in this thread, get JAX's rolled threefry loop on a
+    CPU (the same bits): for a program that runs once, or draws few random numbers (the
+    init, the evaluation), its smaller code compiles quicker than the unrolled form runs.
+    Nothing changes where ``use_unrolled_threefry_on_cpu`` did not register that form."""
+    before = getattr(_THREEFRY_LOWERING, "rolled", False)
+    _THREEFRY_LOWERING.rolled = True
+    try:
+        yield
+    finally:
+        _THREEFRY_LOWERING.rolled = before
+
+
+class LowersRolled:
+    """A jitted function whose lowering (at its first call, or by ``lower``) takes JAX's
+    rolled threefry (``rolled_threefry``); calls it otherwise unchanged."""
+
+    def __init__(self, jitted: Any) -> None:
+        self.jitted = jitted
+
+    def __call__(self, *args: Any) -> Any:
+        with rolled_threefry():
+            return self.jitted(*args)
+
+    def lower(self, *args: Any) -> Any:
+        with rolled_threefry():
+            return self.jitted.lower(*args)
 
 
 # XLA CPU flags that an environment's programs run faster with, measured per env id (README,
@@ -338,8 +377,6 @@ UNCOUNTED_COMPILE_THREAD = "ppox-compile-eval"
 
 
 def _count_cache_event(event: str, **_: object) -> None:
-    import threading
-
     if threading.current_thread().name.startswith(UNCOUNTED_COMPILE_THREAD):
         return
     if event == "/jax/compilation_cache/compile_requests_use_cache":

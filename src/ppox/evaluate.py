@@ -7,7 +7,7 @@ the first. Observation statistics from training are applied exactly as during tr
 For brax the pipeline states of the first episode can be kept for rendering.
 
 ``jit_evaluate`` jits it as ppox's commands do: on a CPU without XLA's newer fusion emitters
-(``eval_compiler_options``).
+(``eval_compiler_options``), and with JAX's rolled threefry.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
+from ppox._platform import LowersRolled
 from ppox.config import PPOConfig
 from ppox.envs.wrappers import EpisodeStats
 from ppox.nets import Params, Policy, make_policy
@@ -104,7 +105,9 @@ def make_evaluate(
 # XLA's options for an evaluation program on a CPU. It runs once per evaluation, and XLA's
 # newer fusion emitters cost it more compile time than their kernels save: 128 episodes of
 # brax/inverted_pendulum compile in 2.2 s against 3.6 s and run in 0.45 against 0.5 s
-# without them (README, "Platform set-up"). Training programs keep them.
+# without them (README, "Platform set-up"). Training programs keep them. The evaluation also
+# lowers with JAX's rolled threefry (``ppox._platform.rolled_threefry``): it draws random
+# numbers for its first reset (and a stochastic policy's actions), not every env step.
 CPU_EVAL_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
@@ -117,8 +120,10 @@ def eval_compiler_options() -> dict[str, Any] | None:
 def jit_evaluate(
     cfg: PPOConfig, num_episodes: int | None = None, deterministic: bool = True,
     keep_states: bool = False,
-) -> Callable[[jax.Array, Params, RunningMeanStd], tuple[jax.Array, jax.Array, Any]]:
-    """``make_evaluate``'s function jitted with ``eval_compiler_options`` (a top-level
-    program: JAX takes compiler options only there, so call it outside any ``jit``)."""
-    return jax.jit(make_evaluate(cfg, num_episodes, deterministic, keep_states),
-                   compiler_options=eval_compiler_options())
+) -> LowersRolled:
+    """``make_evaluate``'s function jitted with ``eval_compiler_options`` and lowered with
+    JAX's rolled threefry (``LowersRolled``), as ppox's commands compile it. It is a
+    top-level program (JAX takes compiler options only there): call it outside any ``jit``.
+    Its ``lower(key, params, obs_stats)`` lowers it the same way."""
+    return LowersRolled(jax.jit(make_evaluate(cfg, num_episodes, deterministic, keep_states),
+                                compiler_options=eval_compiler_options()))

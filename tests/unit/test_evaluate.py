@@ -16,17 +16,22 @@ def _options(lowered) -> dict:
 
 def test_evaluation_compiles_without_fusion_emitters_on_cpu_and_scores_the_same():
     """On a CPU ``ppox eval``, ``--video``, ``--eval-every`` and the benchmark worker compile
-    the evaluation without XLA's fusion emitters (quicker to build, no slower to run); the
-    episodes it plays are those of the program with XLA's defaults."""
+    the evaluation without XLA's fusion emitters and with JAX's rolled threefry (quicker to
+    build, no slower to run); the episodes it plays are those of the plain program."""
     cfg = PPOConfig(env_id="CartPole-v1", num_envs=4, num_steps=8, total_timesteps=32,
                     num_minibatches=1)
     state = init(build(cfg), HParams().as_arrays(), jax.random.PRNGKey(0))
     args = (jax.random.PRNGKey(3), state.params, state.obs_stats)
     assert jax.default_backend() == "cpu"
     ev = jit_evaluate(cfg, 8)
-    assert _options(ev.lower(*args)) == CPU_EVAL_COMPILER_OPTIONS
+    lowered = ev.lower(*args)
+    assert _options(lowered) == CPU_EVAL_COMPILER_OPTIONS
     plain = jax.jit(make_evaluate(cfg, 8))
     assert _options(plain.lower(*args)) == {}
+    # JAX's rolled threefry: loops beside the scan's (tests/conftest.py registers the
+    # unrolled form, which has none)
+    loops = plain.lower(*args).as_text().count("stablehlo.while")
+    assert lowered.as_text().count("stablehlo.while") > loops
     ret, length, _ = ev(*args)
     want_ret, want_length, _ = plain(*args)
     assert (np.asarray(length) > 0).all()
@@ -35,4 +40,6 @@ def test_evaluation_compiles_without_fusion_emitters_on_cpu_and_scores_the_same(
 
     periodic = PeriodicEval(cfg, num_runs=1, every=1, episodes=4)
     batched = jax.tree.map(lambda x: x[None], (state.params, state.obs_stats))
-    assert _options(periodic._evaluate.lower(*batched)) == CPU_EVAL_COMPILER_OPTIONS
+    lowered = periodic._evaluate.lower(*batched)
+    assert _options(lowered) == CPU_EVAL_COMPILER_OPTIONS
+    assert lowered.as_text().count("stablehlo.while") > loops

@@ -182,3 +182,41 @@ def test_one_cpu_thread_starts_xla_with_one_pool_thread_and_frees_the_cores():
     # and every thread, that pool's included, allowed on every core again
     assert out == {"done": True, "devices": 1, "eigen_threads": 1,
                    "note": ", one CPU thread", "all_cores": True}
+
+
+def test_rolled_threefry_lowers_jax_s_loop_in_its_block_and_thread_only():
+    """With the unrolled lowering registered (tests/conftest.py), a program lowered inside
+    ``rolled_threefry()`` gets JAX's rolled loop, one lowered after it or in another thread
+    the straight-line form; the random bits are the same."""
+    import threading
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ppox._platform import UNROLLED_THREEFRY_ON_CPU, LowersRolled, rolled_threefry
+
+    assert UNROLLED_THREEFRY_ON_CPU
+    key = jax.random.PRNGKey(7)
+
+    def bits(offset: int):  # a new function each time: JAX reuses a function's lowering
+        return lambda k: jax.random.bits(k, (8,)) + jnp.uint32(offset)
+
+    def lowered(offset: int):
+        return jax.jit(bits(offset)).lower(key)
+
+    elsewhere = []
+    with rolled_threefry():
+        inside = lowered(1)
+        thread = threading.Thread(target=lambda: elsewhere.append(lowered(2)))
+        thread.start()
+        thread.join()
+    after = lowered(3)
+    assert "stablehlo.while" in inside.as_text()
+    assert "stablehlo.while" not in elsewhere[0].as_text()
+    assert "stablehlo.while" not in after.as_text()
+    want = np.asarray(after.compile()(key)) - np.uint32(3)
+    np.testing.assert_array_equal(np.asarray(inside.compile()(key)) - np.uint32(1), want)
+    wrapped = LowersRolled(jax.jit(bits(4)))
+    assert "stablehlo.while" in wrapped.lower(key).as_text()
+    np.testing.assert_array_equal(np.asarray(wrapped(key)) - np.uint32(4), want)

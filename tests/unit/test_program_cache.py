@@ -146,9 +146,10 @@ def test_the_init_compiles_without_llvm_optimizations_on_a_cpu(monkeypatch):
 def test_every_compile_path_gives_the_init_its_options_and_right_numbers(
         program_cache, cache_on, monkeypatch):
     """What XLA is given, on the path that compiles the traced programs (program cache off)
-    and on the one that compiles the exported modules: the init the CPU options, the chunk
-    XLA's defaults. The init's numbers (after two Adam updates, which scale up a rounding
-    difference where a gradient is near zero) agree with the optimized init's to 1e-5."""
+    and on the one that compiles the exported modules: the init the CPU options and JAX's
+    rolled threefry (a loop; CartPole's init has no other), the chunk XLA's defaults. The
+    init's numbers (after two Adam updates, which scale up a rounding difference where a
+    gradient is near zero) agree with the optimized init's to 1e-5."""
     import re
 
     import numpy as np
@@ -157,11 +158,17 @@ def test_every_compile_path_gives_the_init_its_options_and_right_numbers(
     from ppox.host import run as run_module
 
     given: list[tuple[str, object]] = []
+    rolled: list[bool] = []
     real_compile = jax.stages.Lowered.compile
 
     def compile(self, compiler_options=None):
-        module = re.search(r"module @(\S+)", self.as_text()).group(1)
-        given.append(("chunk" if "chunk" in module else "init", compiler_options))
+        text = self.as_text()
+        module = re.search(r"module @(\S+)", text).group(1)
+        if "chunk" in module:
+            given.append(("chunk", compiler_options))
+        else:
+            given.append(("init", compiler_options))
+            rolled.append("stablehlo.while" in text)
         return real_compile(self, compiler_options)
 
     monkeypatch.setattr(jax.stages.Lowered, "compile", compile)
@@ -177,6 +184,7 @@ def test_every_compile_path_gives_the_init_its_options_and_right_numbers(
     # (each pair in either order: the init compiles in a thread beside the chunk)
     assert sorted(given[:2], key=str) == [("chunk", None), ("init", pc.CPU_INIT_COMPILER_OPTIONS)]
     assert sorted(given[2:], key=str) == [("chunk", None), ("init", None)]
+    assert rolled == [True, True]
     for fast, optimized in zip(*params, strict=True):
         np.testing.assert_allclose(fast, optimized, rtol=1e-5, atol=1e-5)
 

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ppox._platform import UNCOUNTED_COMPILE_THREAD
+from ppox._platform import UNCOUNTED_COMPILE_THREAD, LowersRolled
 from ppox.config import PPOConfig
 
 BEST_DIR = "best"
@@ -49,8 +49,8 @@ class PeriodicEval:
         self.best_dir = Path(best_dir) if best_dir is not None else None
         self.config_file = Path(config_file) if config_file is not None else None
         ev = make_evaluate(cfg, episodes, deterministic=True)
-        self._evaluate = jax.jit(jax.vmap(lambda p, s: ev(self.key, p, s)[0]),
-                                 compiler_options=eval_compiler_options())
+        self._evaluate = LowersRolled(jax.jit(jax.vmap(lambda p, s: ev(self.key, p, s)[0]),
+                                              compiler_options=eval_compiler_options()))
         self._compiled: Future | None = None  # start_compile's program
         self._last = 0
         self.history: list[tuple[int, np.ndarray]] = []

@@ -40,6 +40,8 @@ from typing import Any
 
 import jax
 
+from ppox._platform import rolled_threefry
+
 PROGRAM_CACHE_ENV = "PPOX_PROGRAM_CACHE"  # "0": off
 INIT_OPT_ENV = "PPOX_OPTIMIZE_INIT"  # "1": the init compiles with XLA's default options
 FORMAT = b"ppox-programs 2"
@@ -276,8 +278,9 @@ def export_and_compile(key: str, init: tuple[Callable[..., Any], tuple[Any, ...]
     donates its first argument), compiles them from the exported modules and stores those
     under ``key``; None (nothing stored) if ``jax.export`` cannot export them."""
     try:
-        programs = (export_program("init", *init),
-                    export_program("chunk", *chunk, donate_arg=0))
+        with rolled_threefry():  # the init runs once: its smaller threefry compiles quicker
+            init_program = export_program("init", *init)
+        programs = (init_program, export_program("chunk", *chunk, donate_arg=0))
     except Exception:  # e.g. a custom call jax.export does not know: compile as usual
         return None
     compiled = _compile_pair(programs[0], init[1], programs[1], lambda: chunk[1],

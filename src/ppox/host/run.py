@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppox._platform import count_program_cache_hit
+from ppox._platform import count_program_cache_hit, rolled_threefry
 from ppox.config import ConfigError, HParams, PPOConfig
 from ppox.host import interrupts, program_cache
 from ppox.host.checkpoint import Notify
@@ -511,7 +511,8 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
             key, (init_fn, (keys, hp)), (chunk_fn, (state_shape, hp, steps)), init_options)
         if programs is not None:
             return programs
-    init_low = init_fn.lower(keys, hp)
+    with rolled_threefry():  # the init runs once: its smaller threefry compiles quicker
+        init_low = init_fn.lower(keys, hp)
     return program_cache.init_beside_chunk(
         lambda: init_low.compile(compiler_options=init_options),
         lambda: chunk_fn.lower(state_shape, hp, steps).compile())
