@@ -197,6 +197,7 @@ def _train_with_train_runs(cfg: Any, hp: Any, seeds: Sequence[int],
     """``ppox.host.run.train_runs`` (what ``ppox train`` runs) once per seed; a multi-device
     API passes ``{api: True}`` and runs the whole training as one chunk."""
     import jax
+    import numpy as np
 
     from ppox.host.run import train_runs
 
@@ -207,7 +208,9 @@ def _train_with_train_runs(cfg: Any, hp: Any, seeds: Sequence[int],
         out["compile_s"].append(res.compile_s)
         out["run_s"].append(res.run_s)
         out["returns"].append(float(res.final_return[0]))
-        out["states"].append(jax.tree.map(lambda x: x[0], res.state))
+        # on the host: indexing the device arrays would compile a program per leaf shape,
+        # which the compile clock would count against ppox
+        out["states"].append(jax.tree.map(lambda x: np.asarray(x)[0], res.state))
     return out
 
 
