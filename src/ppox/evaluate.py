@@ -106,8 +106,9 @@ def make_evaluate(
 # newer fusion emitters cost it more compile time than their kernels save: 128 episodes of
 # brax/inverted_pendulum compile in 2.2 s against 3.6 s and run in 0.45 against 0.5 s
 # without them (README, "Platform set-up"). Training programs keep them. The evaluation also
-# lowers with JAX's rolled threefry (``ppox._platform.rolled_threefry``): it draws random
-# numbers for its first reset (and a stochastic policy's actions), not every env step.
+# lowers with JAX's rolled threefry (``ppox._platform.rolled_threefry``): a deterministic one
+# draws random numbers for its first reset only (a stochastic one also for its actions), and
+# it runs once per evaluation, so its compile matters more than the speed of its draws.
 CPU_EVAL_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
