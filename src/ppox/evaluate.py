@@ -118,13 +118,18 @@ def eval_compiler_options() -> dict[str, Any] | None:
     return dict(CPU_EVAL_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
+def jit_eval_program(fn: Callable[..., Any]) -> LowersRolled:
+    """``fn`` (an evaluation, or a function of one) jitted with ``eval_compiler_options``
+    and lowered with JAX's rolled threefry (``LowersRolled``): how ppox compiles every
+    evaluation program. It is a top-level program (JAX takes compiler options only there):
+    call it outside any ``jit``."""
+    return LowersRolled(jax.jit(fn, compiler_options=eval_compiler_options()))
+
+
 def jit_evaluate(
     cfg: PPOConfig, num_episodes: int | None = None, deterministic: bool = True,
     keep_states: bool = False,
 ) -> LowersRolled:
-    """``make_evaluate``'s function jitted with ``eval_compiler_options`` and lowered with
-    JAX's rolled threefry (``LowersRolled``), as ppox's commands compile it. It is a
-    top-level program (JAX takes compiler options only there): call it outside any ``jit``.
+    """``make_evaluate``'s function as ppox's commands compile it (``jit_eval_program``).
     Its ``lower(key, params, obs_stats)`` lowers it the same way."""
-    return LowersRolled(jax.jit(make_evaluate(cfg, num_episodes, deterministic, keep_states),
-                                compiler_options=eval_compiler_options()))
+    return jit_eval_program(make_evaluate(cfg, num_episodes, deterministic, keep_states))

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ppox._platform import UNCOUNTED_COMPILE_THREAD, LowersRolled
+from ppox._platform import UNCOUNTED_COMPILE_THREAD
 from ppox.config import PPOConfig
 
 BEST_DIR = "best"
@@ -39,7 +39,7 @@ class PeriodicEval:
     def __init__(self, cfg: PPOConfig, num_runs: int, every: int, episodes: int,
                  seed: int = 0, best_dir: str | Path | None = None,
                  config_file: str | Path | None = None) -> None:
-        from ppox.evaluate import eval_compiler_options, make_evaluate
+        from ppox.evaluate import jit_eval_program, make_evaluate
 
         self.cfg = cfg
         self.num_runs = num_runs
@@ -49,8 +49,7 @@ class PeriodicEval:
         self.best_dir = Path(best_dir) if best_dir is not None else None
         self.config_file = Path(config_file) if config_file is not None else None
         ev = make_evaluate(cfg, episodes, deterministic=True)
-        self._evaluate = LowersRolled(jax.jit(jax.vmap(lambda p, s: ev(self.key, p, s)[0]),
-                                              compiler_options=eval_compiler_options()))
+        self._evaluate = jit_eval_program(jax.vmap(lambda p, s: ev(self.key, p, s)[0]))
         self._compiled: Future | None = None  # start_compile's program
         self._last = 0
         self.history: list[tuple[int, np.ndarray]] = []
