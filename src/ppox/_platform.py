@@ -88,7 +88,7 @@ class LowersRolled:
 
 
 # XLA CPU flags that an environment's programs run faster with, measured per env id (README,
-# "Platform set-up": brax/halfcheetah trains about 2x faster with YNN fusions and the new
+# "Robotics control": brax/halfcheetah trains about 2x faster with YNN fusions and the new
 # fusion emitters off; CartPole and inverted_pendulum are slower with them, so per env).
 ENV_CPU_XLA_FLAGS: dict[str, tuple[str, ...]] = {
     "brax/halfcheetah": ("--xla_cpu_experimental_ynn_fusion_type=",
@@ -241,9 +241,9 @@ def use_every_cpu_core() -> int:
 
 CPU_THREADS_ENV = "PPOX_CPU_THREADS"  # unset: ppox decides; "0": XLA's pool; "1": one thread
 # A run's minibatch rows up to which one XLA CPU thread trained faster than a pool of one
-# per core (README, "Platform set-up": CartPole 4 and 16 envs 1.13x and 1.12x on 2 cores,
-# 32 envs 0.99x, 64 envs 0.76x; Breakout-MinAtar's CNN at 512 rows 0.54x, so vector
-# observations only)
+# per core (benchmarks/results/cpu-2core-amd-epyc-avx512/one_cpu_thread_1206.txt: CartPole 4
+# and 16 envs 1.13x and 1.12x on 2 cores, 32 envs 0.99x, 64 envs 0.76x; Breakout-MinAtar's
+# CNN at 512 rows 0.54x, so vector observations only)
 ONE_THREAD_MAX_ROWS = 512
 _ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
                         "jax_rocm7_plugin", "libtpu", "jax_plugins")

@@ -17,7 +17,7 @@ pytest.importorskip("mujoco_playground")
 # learning is still under way: seeds 0-8 reached 404, 360, 1000, 1000, 338, 868, 345, 459,
 # 999 (with the sort-based minibatch shuffle before the Feistel one: 1000, 698, 1000, 1000,
 # 983, 998, 324, 185, 1000; 64 CartPole seeds trained with either shuffle have the same
-# mean return, README "Results", issue 19).
+# mean return, benchmarks/results/cpu-2core-amd-epyc-avx512/issue19_log.md).
 BUDGET = ["--num-envs", "32", "--num-steps", "64", "--num-minibatches", "4",
           "--update-epochs", "4", "--total-timesteps", "800000"]
 

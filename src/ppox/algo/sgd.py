@@ -195,7 +195,7 @@ class SGD:
         before its own step: every row once, the update's own forward passes reused (no
         pass of its own over the batch), and ``[] int32`` how many epochs ran. Every epoch
         measures (one step body to compile; measuring only the last one needs a second:
-        README, Results, issue 19's paragraph has both figures).
+        ``benchmarks/results/cpu-2core-amd-epyc-avx512/issue19_log.md`` has both figures).
 
         With ``stop_kl`` the remaining epochs are skipped once an epoch's mean approximate KL
         (``aux["approx_kl"]``, averaged over the epoch's minibatches and the data-parallel

@@ -5,10 +5,11 @@ A run directory's final checkpoint is written with orbax and ``ppox train`` then
 short run paid after its training. ``ChunkLoop`` starts them in a thread as the first chunk
 is dispatched, while the main thread waits on the device with the GIL released, so a core
 that the training leaves free imports them. Started before the compile instead, the thread
-slowed the tracing as much as it saved: tracing holds the GIL (README, "End to end against
-PureJaxRL's script", has both measurements). The modules are the same, imported once:
-Python's import lock makes a later ``import`` in the main thread wait for the thread's,
-never run it twice. A failed import is left for the real one to report.
+slowed the tracing as much as it saved: tracing holds the GIL (``benchmarks/results/
+HISTORY.md``, "End to end against PureJaxRL's script", has both measurements). The
+modules are the same, imported once: Python's import lock makes a later ``import`` in the
+main thread wait for the thread's, never run it twice. A failed import is left for the real
+one to report.
 """
 
 from __future__ import annotations

@@ -490,8 +490,8 @@ def compiled_programs(cfg: PPOConfig, chunk_size: int, num_runs: int, layout: La
     in a thread (it releases the GIL) while this one compiles the chunk, lowered from the
     init's output shapes (``program_inputs``). Without the program cache the init's compile
     starts before the chunk is traced. Starting it before the chunk's trace on the cache's
-    path too was measured slower: the compile's threads slow the trace (README, "Compile
-    time against Brax's trainer"). The init compiles with
+    path too was measured slower: the compile's threads slow the trace
+    (``benchmarks/results/HISTORY.md``, "Platform set-up"). The init compiles with
     ``program_cache.init_compiler_options`` (on a CPU, unoptimized: it runs once)."""
     init_options = program_cache.init_compiler_options(cfg.env_id)
     key = program_cache.key_for(

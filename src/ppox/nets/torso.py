@@ -52,8 +52,8 @@ def matmul_flops(matrices: list[tuple[int, int]], rows: int = 1) -> int:
 
 # A few rows through a thin layer (one side at most this wide): the rollout's actor on a
 # handful of envs, its input layer and its head. There a matmul library call costs more than
-# the arithmetic, and XLA's own fused multiply-and-sum is 2-4x faster on CPU (README,
-# "Platform set-up"); a wider layer or more rows stays a matmul.
+# the arithmetic, and XLA's own fused multiply-and-sum is 2-4x faster on CPU
+# (benchmarks/results/HISTORY.md, "Platform set-up"); a wider layer or more rows stays a matmul.
 FEW_ROWS = 8
 THIN = 8
 
